@@ -156,7 +156,7 @@ class _Rows:
         return values
 
     def timestamps_s(self, column: str) -> np.ndarray:
-        """An absolute ISO-8601 timestamp column as seconds since the epoch (UTC)."""
+        """An absolute ISO-8601 timestamp column as seconds since its earliest timestamp."""
         text = self.raw[column].astype(object).where(self.raw[column].notna(), "").astype(str).str.strip()
         empty = (text == "").to_numpy()
         if empty.any():
@@ -168,7 +168,9 @@ class _Rows:
             bad = stamps.isna().to_numpy()
             row = int(np.argmax(bad)) if bad.any() else 0
             raise self.error(f"{text.iloc[row]!r} is not a timestamp (expected e.g. 2023-11-16 18:17:03.9799600).", row, column) from None
-        return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+        # Subtract in integer nanoseconds: epoch seconds as floats would lose the 7th digit.
+        nanoseconds = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        return (nanoseconds - nanoseconds.min()) / 1e9
 
     def text(self, column: str, *, default: str = "") -> pd.Series:
         cells = self.raw[column]
@@ -275,7 +277,7 @@ def _azure(rows: _Rows, options: _Options) -> _Converted:
     return _Converted(
         {
             "request_id": _row_ids(rows),
-            "arrival_s": _relative(rows.timestamps_s("TIMESTAMP")),
+            "arrival_s": rows.timestamps_s("TIMESTAMP"),
             "prompt_tokens": rows.tokens("ContextTokens", minimum=1),
             "output_tokens": rows.tokens("GeneratedTokens", minimum=1),
         }
@@ -441,7 +443,7 @@ def _detect(columns: list[str], path: str, forced: str | None) -> TraceFormat:
         fmt = max(complete, key=lambda f: len(f.required))
     else:
         fmt = max(candidates, key=lambda f: len(present.intersection(f.required)) / len(f.required))
-        if not present.intersection(fmt.required):
+        if forced is None and not present.intersection(fmt.required):
             described = "; ".join(f"{f.name} ({', '.join(f.required)})" for f in FORMATS.values())
             raise TraceError(
                 f"unknown trace format: the columns ({', '.join(columns)}) match none of: {described}.",
