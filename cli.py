@@ -137,10 +137,10 @@ def trace_stats(
     out.print(f"requests  {stats['num_requests']:,} ({rate}); left out: {stats['num_excluded']:,}")
     out.print("models    " + ", ".join(f"{name} {count:,}" for name, count in stats["models"].items()))
     table = Table("tokens", "known", "mean", "p50", "p90", "p99", "max", "total")
-    for column in ("prompt_tokens", "output_tokens", "predicted_output_tokens"):
+    for column, label in (("prompt_tokens", "prompt"), ("output_tokens", "output"), ("predicted_output_tokens", "predicted")):
         figures = stats[column]
         if figures is not None:
-            table.add_row(column, *(f"{figures[k]:,.0f}" if k != "mean" else f"{figures[k]:,.1f}" for k in ("known", "mean", "p50", "p90", "p99", "max", "total")))
+            table.add_row(label, *(f"{figures[k]:,.0f}" if k != "mean" else f"{figures[k]:,.1f}" for k in ("known", "mean", "p50", "p90", "p99", "max", "total")))
     out.print(table)
     for note in stats["notes"]:
         out.print(f"note: {note}")

@@ -86,7 +86,7 @@ def test_burstgpt_failures_are_reported_not_planned():
     assert trace.excluded["line"].tolist() == [3, 6]
     assert trace.requests["request_id"].tolist() == ["0", "2", "3"]
     assert trace.requests["model"].tolist() == ["ChatGPT", "GPT-4", "ChatGPT"]
-    assert any("Left out 2 rows" in note for note in trace.notes)
+    assert "Left out 2 rows, each a failed request (zero response tokens) (lines 3, 6)." in trace.notes
 
 
 def test_splitwise_batch_rows_become_one_request_each():
@@ -254,3 +254,8 @@ def test_option_errors_are_clear(tmp_path):
         load_trace(DATA / "azure_2023.csv", arrival_rate=2.0)
     with pytest.raises(TraceError, match="arrival rate must be greater than 0"):
         load_trace(DATA / "lengths.csv", arrival_rate=0.0)
+
+
+def test_numeric_looking_ids_keep_their_spelling():
+    """Tests that ids such as '007' and '7' stay distinct text, not the same number."""
+    assert load_trace(DATA / "ids.csv").requests["request_id"].tolist() == ["007", "7"]
