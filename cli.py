@@ -54,7 +54,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random draw.
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Serve every request with this model, whatever the trace says.")]
 ReplicasOpt = Annotated[
     str,
-    typer.Option("--replicas", help="Cluster as [MODEL@]GPU-tpN:COUNT groups, e.g. 'h100-tp4:4,a100-tp4:4'."),
+    typer.Option("--replicas", help="Cluster: inline [MODEL@]GPU-tpN:COUNT groups, e.g. 'h100-tp4:4,a100-tp4:4', or a .toml/.json cluster file."),
 ]
 TraceArg = Annotated[Path, typer.Argument(help="Trace file (CSV, JSON lines or Parquet).", show_default=False)]
 
@@ -88,7 +88,7 @@ def solve(
     """Plan a trace on a cluster and write the plan as CSV."""
     with user_errors():
         loaded = _load(trace, format, arrival_rate, seed, model)
-        cluster = optimizer.parse_replicas(replicas)
+        cluster = optimizer.resolve_cluster(replicas)
         result = optimizer.solve(loaded.requests, cluster, solver=solver)
         optimizer.validate_plan(result.plan, loaded.requests, cluster)
         optimizer.write_plan(result.plan, out_path)
@@ -175,7 +175,7 @@ def plan_validate(
     """Check a plan against its trace and cluster; list every rule it breaks."""
     with user_errors():
         loaded = _load(trace, format, arrival_rate, seed, model)
-        cluster = optimizer.parse_replicas(replicas)
+        cluster = optimizer.resolve_cluster(replicas)
         table = optimizer.read_plan(plan)
         problems = optimizer.plan_violations(table, loaded.requests, cluster, path=plan)
     if problems:

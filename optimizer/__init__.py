@@ -9,7 +9,7 @@ The public API, along the data's path::
     write_plan(result.plan, "plan.csv")
 """
 
-from optimizer.cluster import DEFAULT_REPLICAS, Cluster, Replica, parse_replicas
+from optimizer.cluster import DEFAULT_REPLICAS, Cluster, EngineLimits, Replica, load_cluster, parse_replicas, resolve_cluster
 from optimizer.errors import ClusterError, InputError, OptimizerError, PlanError, ProfileError, TraceError
 from optimizer.plan import PLAN_COLUMNS, plan_violations, read_plan, validate_plan, write_plan
 from optimizer.solve import SOLVERS, Result, solve
@@ -22,6 +22,7 @@ __all__ = [
     "PLAN_COLUMNS",
     "SOLVERS",
     "Cluster",
+    "EngineLimits",
     "ClusterError",
     "InputError",
     "OptimizerError",
@@ -31,10 +32,12 @@ __all__ = [
     "Result",
     "Trace",
     "TraceError",
+    "load_cluster",
     "load_trace",
     "parse_replicas",
     "plan_violations",
     "read_plan",
+    "resolve_cluster",
     "solve",
     "trace_stats",
     "validate_plan",
