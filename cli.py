@@ -6,9 +6,12 @@ stderr and exit code 1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,6 +21,12 @@ from rich.table import Table
 
 import optimizer
 from optimizer.errors import OptimizerError
+from optimizer.profile import (
+    builtin_profiles,
+    fit_profiles,
+    holdout_error,
+    read_measurements,
+)
 
 app = typer.Typer(
     help="Plan LLM inference across a fleet of GPU replicas.",
@@ -36,10 +45,18 @@ plan_app = typer.Typer(
     epilog="Example: python cli.py plan validate plan.csv --trace traces/sharegpt_batch_2k.csv",
     no_args_is_help=True,
 )
+profile_app = typer.Typer(
+    help="Show and fit the GPU performance profiles behind every time estimate.",
+    epilog="Example: python cli.py profile show --gpu h100 --tp 4",
+    no_args_is_help=True,
+)
 app.add_typer(trace_app, name="trace")
 app.add_typer(plan_app, name="plan")
+app.add_typer(profile_app, name="profile")
 
-out = Console(highlight=False, soft_wrap=True)
+# Wide enough for the tables when output goes to a file or a pipe (rich's default there is 80).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+BUILTIN_MEASUREMENTS = resources.files("optimizer").joinpath("data", "splitwise_perf_model.csv")
 
 # Options shared by every command that reads a trace.
 FormatOpt = Annotated[
@@ -55,6 +72,10 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Serve every re
 ReplicasOpt = Annotated[
     str,
     typer.Option("--replicas", help="Cluster: inline [MODEL@]GPU-tpN:COUNT groups, e.g. 'h100-tp4:4,a100-tp4:4', or a .toml/.json cluster file."),
+]
+ProfilesOpt = Annotated[
+    Optional[Path],
+    typer.Option("--profiles", help="GPU measurements CSV (Splitwise perf_model columns) whose fits replace the built-in profiles of the same configurations."),
 ]
 TraceArg = Annotated[Path, typer.Argument(help="Trace file (CSV, JSON lines or Parquet).", show_default=False)]
 
@@ -73,6 +94,19 @@ def _load(path: Path, format: str | None, arrival_rate: float | None, seed: int,
     return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model)
 
 
+def _profiles(path: Path | None) -> dict | None:
+    """Built-in profiles, with those fitted from `path` taking precedence."""
+    if path is None:
+        return None
+    return {**builtin_profiles(), **fit_profiles(read_measurements(path))}
+
+
+def _bounds_line(bounds: optimizer.Bounds) -> str:
+    parts = [f"{name} {value:,.1f} s" + (" (binds)" if name == bounds.binding else "")
+             for name, value in (("work", bounds.work_s), ("chain", bounds.chain_s), ("pcmax", bounds.pcmax_s))]
+    return ", ".join(parts)
+
+
 @app.command(epilog="Example: python cli.py solve traces/sharegpt_batch_2k.csv --replicas h100-tp4:4,a100-tp4:4 --out plan.csv")
 def solve(
     trace: TraceArg,
@@ -83,13 +117,14 @@ def solve(
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
     model: ModelOpt = None,
+    profiles: ProfilesOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Plan a trace on a cluster and write the plan as CSV."""
     with user_errors():
         loaded = _load(trace, format, arrival_rate, seed, model)
         cluster = optimizer.resolve_cluster(replicas)
-        result = optimizer.solve(loaded.requests, cluster, solver=solver)
+        result = optimizer.solve(loaded.requests, cluster, solver=solver, profiles=_profiles(profiles))
         optimizer.validate_plan(result.plan, loaded.requests, cluster)
         optimizer.write_plan(result.plan, out_path)
     if quiet:
@@ -99,15 +134,50 @@ def solve(
     for note in loaded.notes:
         out.print(f"         {note}")
     out.print(f"Cluster  {cluster.describe()} ({len(cluster)} replicas serving {', '.join(cluster.models)})")
-    unit = result.objective_unit
-    out.print(
-        f"Plan     {result.solver} ({result.status}): makespan {result.objective:,.0f} {unit}, "
-        f"lower bound {result.lower_bound:,.0f} {unit}, ratio {result.ratio_to_bound:.4f}, "
-        f"{result.solve_time_s * 1e3:.0f} ms"
-    )
+    out.print(f"Plan     {result.solver} ({result.status}) in {result.solve_time_s:.2f} s: estimated makespan {result.objective:,.1f} s")
+    out.print(f"Bounds   {_bounds_line(result.bounds)}; makespan / bound {result.ratio_to_bound:.4f}")
     per_replica = result.plan.groupby("replica", sort=False).size()
     out.print(f"         requests per replica: min {per_replica.min():,}, max {per_replica.max():,}")
     out.print(f"Wrote    {out_path} ({len(result.plan):,} rows, valid)")
+
+
+@app.command(epilog="Example: python cli.py bounds traces/AzureLLMInferenceTrace_conv.csv --replicas h100-tp4:2,a100-tp4:2")
+def bounds(
+    trace: TraceArg,
+    replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
+    format: FormatOpt = None,
+    arrival_rate: RateOpt = None,
+    seed: SeedOpt = 0,
+    model: ModelOpt = None,
+    profiles: ProfilesOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the bounds as JSON.")] = False,
+) -> None:
+    """Print the lower bounds on the makespan of a trace on a cluster, and which one binds."""
+    with user_errors():
+        loaded = _load(trace, format, arrival_rate, seed, model)
+        cluster = optimizer.resolve_cluster(replicas)
+        found, estimates = optimizer.trace_bounds(loaded.requests, cluster, profiles=_profiles(profiles))
+    if as_json:
+        typer.echo(json.dumps(found.as_dict(), indent=2))
+        return
+    out.print(f"{loaded.path}: {loaded.num_requests:,} requests on {cluster.describe()}")
+    table = Table("replica kind", "replicas", "KV capacity tokens", "best batch B*", "mean work s", "mean latency s")
+    for k, kind in enumerate(estimates.kinds):
+        replica = cluster.replicas[int(estimates.replicas_of_kind[k][0])]
+        eligible = estimates.eligible[:, k]
+        table.add_row(
+            kind,
+            str(len(estimates.replicas_of_kind[k])),
+            f"{replica.kv_capacity_tokens:,}",
+            f"{estimates.batch_size[k]:.0f}",
+            f"{estimates.work_s[eligible, k].mean():.3f}" if eligible.any() else "-",
+            f"{estimates.latency_s[eligible, k].mean():.2f}" if eligible.any() else "-",
+        )
+    out.print(table)
+    bound_table = Table("lower bound", "seconds", "")
+    for name, value in (("work", found.work_s), ("chain", found.chain_s), ("pcmax", found.pcmax_s)):
+        bound_table.add_row(name, f"{value:,.2f}", "binds" if name == found.binding else "")
+    out.print(bound_table)
 
 
 @app.command(epilog="Example: python cli.py solvers")
@@ -185,6 +255,73 @@ def plan_validate(
             typer.echo(f"error: ... and {len(problems) - 20} more", err=True)
         raise typer.Exit(1)
     out.print(f"{plan}: valid plan of {len(table):,} requests on {len(cluster)} replicas")
+
+
+def _profile_table(profiles: dict, errors) -> Table:
+    table = Table("model", "gpu", "tp", "prefill 512 ms", "prefill 4096 ms", "decode b1 ms", "decode b64 ms",
+                  "held-out prefill MAPE %", "held-out decode MAPE %")
+    errors = errors.set_index(["model", "gpu", "tp"]) if errors is not None else None
+    for key, p in sorted(profiles.items()):
+        error = errors.loc[key] if errors is not None and key in errors.index else None
+        table.add_row(
+            p.model, p.gpu, str(p.tp),
+            f"{p.prefill_time_ms(512):.1f}", f"{p.prefill_time_ms(4096):.1f}",
+            f"{p.decode_time_ms(1, 1024):.1f}", f"{p.decode_time_ms(64, 64 * 1024):.1f}",
+            "-" if error is None else f"{error['prefill_mape_pct']:.2f}",
+            "-" if error is None else f"{error['decode_mape_pct']:.2f}",
+        )
+    return table
+
+
+def _holdout_or_none(measurements):
+    """Held-out errors, or None when the measurements lack the points of the held-out split."""
+    try:
+        return holdout_error(measurements)
+    except OptimizerError:
+        return None
+
+
+@profile_app.command("show", epilog="Example: python cli.py profile show --model llama2-70b --gpu a100 --tp 4")
+def profile_show(
+    model: Annotated[Optional[str], typer.Option("--model", help="Only this model.")] = None,
+    gpu: Annotated[Optional[str], typer.Option("--gpu", help="Only this GPU type (a100, h100, h100-pcap).")] = None,
+    tp: Annotated[Optional[int], typer.Option("--tp", help="Only this tensor-parallel degree.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fitted coefficients as JSON.")] = False,
+) -> None:
+    """Print the built-in profiles (iteration times at reference points) and their held-out fit error."""
+    with user_errors():
+        gpu_name = None if gpu is None else optimizer.GPU_ALIASES.get(gpu.lower())
+        if gpu is not None and gpu_name is None:
+            raise OptimizerError(f"Unknown GPU {gpu!r}; known: {', '.join(sorted(set(optimizer.GPU_ALIASES.values())))}.")
+        chosen = {key: p for key, p in builtin_profiles().items()
+                  if (model is None or key[0] == model) and (gpu_name is None or key[1] == gpu_name) and (tp is None or key[2] == tp)}
+        if not chosen:
+            raise OptimizerError("No built-in profile matches; run `python cli.py profile show` to list them.")
+        errors = holdout_error(read_measurements(BUILTIN_MEASUREMENTS))
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(p) for _, p in sorted(chosen.items())], indent=2))
+        return
+    out.print(_profile_table(chosen, errors))
+    out.print("Times from the fitted model; held-out error: fit on batch 1,2,8,32,64 x prompt 128,512,2048,8192, tested on the other measurements.")
+
+
+@profile_app.command("fit", epilog="Example: python cli.py profile fit my_measurements.csv")
+def profile_fit(
+    measurements: Annotated[Path, typer.Argument(help="Measurements CSV with Splitwise's perf_model.csv columns.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fitted coefficients as JSON.")] = False,
+) -> None:
+    """Fit profiles to your own GPU measurements and report their held-out error."""
+    with user_errors():
+        table = read_measurements(measurements)
+        fitted = fit_profiles(table)
+        errors = _holdout_or_none(table)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(p) for _, p in sorted(fitted.items())], indent=2))
+        return
+    out.print(_profile_table(fitted, errors))
+    if errors is None:
+        out.print("No held-out error: the file lacks the points of the standard split.")
+    out.print(f"Use them with --profiles {measurements} on solve and bounds.")
 
 
 if __name__ == "__main__":

@@ -3,15 +3,27 @@
 The public API, along the data's path::
 
     trace = load_trace("traces/sharegpt_batch_2k.csv")
-    cluster = parse_replicas("h100-tp4:4,a100-tp4:4")
+    cluster = resolve_cluster("h100-tp4:4,a100-tp4:4")
     result = solve(trace.requests, cluster, solver="lpt")
     validate_plan(result.plan, trace.requests, cluster)
     write_plan(result.plan, "plan.csv")
 """
 
-from optimizer.cluster import DEFAULT_REPLICAS, Cluster, EngineLimits, Replica, load_cluster, parse_replicas, resolve_cluster
+from optimizer.bounds import Bounds, lower_bounds, trace_bounds
+from optimizer.cluster import (
+    DEFAULT_REPLICAS,
+    GPU_ALIASES,
+    Cluster,
+    EngineLimits,
+    Replica,
+    load_cluster,
+    parse_replicas,
+    resolve_cluster,
+)
 from optimizer.errors import ClusterError, InputError, OptimizerError, PlanError, ProfileError, TraceError
+from optimizer.estimates import Estimates, estimate
 from optimizer.plan import PLAN_COLUMNS, plan_violations, read_plan, validate_plan, write_plan
+from optimizer.profile import Profile, builtin_profiles, fit_profiles, read_measurements
 from optimizer.solve import SOLVERS, Result, solve
 from optimizer.trace import COLUMNS, FORMATS, Trace, load_trace, trace_stats, write_trace
 
@@ -19,26 +31,36 @@ __all__ = [
     "COLUMNS",
     "DEFAULT_REPLICAS",
     "FORMATS",
+    "GPU_ALIASES",
     "PLAN_COLUMNS",
     "SOLVERS",
+    "Bounds",
     "Cluster",
-    "EngineLimits",
     "ClusterError",
+    "EngineLimits",
+    "Estimates",
     "InputError",
     "OptimizerError",
     "PlanError",
+    "Profile",
     "ProfileError",
     "Replica",
     "Result",
     "Trace",
     "TraceError",
+    "builtin_profiles",
+    "estimate",
+    "fit_profiles",
     "load_cluster",
     "load_trace",
+    "lower_bounds",
     "parse_replicas",
     "plan_violations",
+    "read_measurements",
     "read_plan",
     "resolve_cluster",
     "solve",
+    "trace_bounds",
     "trace_stats",
     "validate_plan",
     "write_plan",

@@ -1,11 +1,14 @@
-"""Greedy assignment rules: round-robin and LPT (longest processing time first).
+"""Greedy assignment rules: round-robin, and LPT with earliest finish for mixed fleets.
 
-Both take per-request costs and an eligibility rule (a request may run only on replicas
-that serve its model) and return, for each request, the index of its replica.
+Both take each request's work on each replica kind (`work[j, k]`, ``inf`` where kind k
+cannot run request j) and the kind of each replica, and return the replica of each request.
 
-LPT takes requests from the costliest down and gives each to the eligible replica with
-the least load so far. On identical replicas it is within 4/3 - 1/(3m) of the optimal
-makespan, and within a fraction of a percent when each replica gets many requests.
+LPT (longest processing time first) takes requests from the costliest down (by their work
+on their fastest kind) and gives each to the replica where it would finish earliest, that
+is the one minimising load + work. On identical replicas this is Graham's LPT: within
+4/3 - 1/(3m) of the optimal makespan, and within a fraction of a percent when each
+replica gets many requests. On mixed fleets it is the earliest-finish list rule for
+unrelated machines.
 """
 
 from __future__ import annotations
@@ -15,45 +18,37 @@ import heapq
 import numpy as np
 
 
-def eligibility_groups(request_models: np.ndarray, replica_models: list[str]) -> dict[str, np.ndarray]:
-    """For each model asked for, the indices of the replicas that may run it ("" = any)."""
-    groups = {}
-    for model in np.unique(request_models):
-        if model == "":
-            groups[model] = np.arange(len(replica_models))
-        else:
-            groups[model] = np.flatnonzero(np.asarray(replica_models) == model)
-    return groups
-
-
-def round_robin(request_models: np.ndarray, replica_models: list[str]) -> np.ndarray:
-    """Request i (in the given order) goes to the next eligible replica in turn."""
-    assignment = np.empty(len(request_models), dtype=np.int64)
-    for model, replicas in eligibility_groups(request_models, replica_models).items():
-        members = np.flatnonzero(request_models == model)
-        assignment[members] = replicas[np.arange(len(members)) % len(replicas)]
+def round_robin(work: np.ndarray, kind_of_replica: np.ndarray) -> np.ndarray:
+    """Request j (in the given order) goes to the next replica that can run it."""
+    eligible = np.isfinite(work)[:, kind_of_replica]  # (requests, replicas)
+    groups, members = np.unique(eligible, axis=0, return_inverse=True)
+    assignment = np.empty(len(work), dtype=np.int64)
+    for g, row in enumerate(groups):
+        replicas = np.flatnonzero(row)
+        rows = np.flatnonzero(members.ravel() == g)
+        assignment[rows] = replicas[np.arange(len(rows)) % len(replicas)]
     return assignment
 
 
-def lpt(costs: np.ndarray, request_models: np.ndarray, replica_models: list[str]) -> np.ndarray:
-    """Longest-first to the least-loaded eligible replica; ties go to the lowest index."""
-    groups = eligibility_groups(request_models, replica_models)
-    load = np.zeros(len(replica_models))
-    # One heap of (load, replica) per eligibility group; entries go stale when another
-    # group raises a shared replica's load, and are refreshed when they surface.
-    heaps = {model: [(0.0, int(r)) for r in replicas] for model, replicas in groups.items()}
-    for heap in heaps.values():
-        heapq.heapify(heap)
-    assignment = np.empty(len(costs), dtype=np.int64)
-    # Stable sort on -cost keeps file order among equal costs, so the result is deterministic.
-    for i in np.argsort(-costs, kind="stable"):
-        heap = heaps[request_models[i]]
-        while True:
-            seen_load, r = heap[0]
-            if seen_load == load[r]:
-                break
-            heapq.heapreplace(heap, (load[r], r))
-        load[r] += costs[i]
-        heapq.heapreplace(heap, (load[r], r))
-        assignment[i] = r
+def lpt(work: np.ndarray, kind_of_replica: np.ndarray) -> np.ndarray:
+    """Longest first, each to the replica where it finishes earliest; ties to the lowest index."""
+    num_kinds = work.shape[1]
+    load = np.zeros(len(kind_of_replica))
+    # One heap of (load, replica) per kind: the least-loaded replica of each kind is the
+    # only candidate of that kind, so a decision looks at one entry per kind.
+    heaps = [[(0.0, int(r)) for r in np.flatnonzero(kind_of_replica == k)] for k in range(num_kinds)]
+    assignment = np.empty(len(work), dtype=np.int64)
+    fastest = work.min(axis=1)
+    # A stable sort on -work keeps file order among equal works: deterministic.
+    for j in np.argsort(-fastest, kind="stable"):
+        best_finish, best_kind = np.inf, -1
+        for k in range(num_kinds):
+            if np.isfinite(work[j, k]) and heaps[k]:
+                finish = heaps[k][0][0] + work[j, k]
+                if finish < best_finish or (finish == best_finish and heaps[k][0][1] < heaps[best_kind][0][1]):
+                    best_finish, best_kind = finish, k
+        _, r = heaps[best_kind][0]
+        load[r] = best_finish
+        heapq.heapreplace(heaps[best_kind], (best_finish, r))
+        assignment[j] = r
     return assignment

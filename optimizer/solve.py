@@ -1,12 +1,12 @@
 """The planning facade: `solve(requests, cluster, solver=...) -> Result`.
 
-Cost model (until the calibrated performance model lands): a request costs its token
-count, prompt_tokens + output_tokens (the predicted output where the real one is unknown),
-and every replica is treated as equally fast. The makespan is the largest token load of a
-replica, and its lower bound is max(total / m, largest request) over each model's replicas.
-
-Order inside a replica: longest output first for an offline batch (long decode chains must
-start early), arrival order otherwise.
+Costs come from the calibrated performance model (`optimizer.estimates`): a request's work
+on each replica kind, its standalone latency and its KV footprint. A method assigns every
+request to a replica that serves its model and can hold it; each replica then runs its
+requests longest first in an offline batch (long decode chains must start early)
+and in arrival order otherwise, and `optimizer.timeline` turns that order into planned
+start and end times. The estimated makespan is the latest planned end, reported against
+the lower bounds of `optimizer.bounds`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from optimizer.bounds import Bounds, lower_bounds
 from optimizer.cluster import Cluster
 from optimizer.errors import OptimizerError
-from optimizer.heuristics import eligibility_groups, lpt, round_robin
+from optimizer.estimates import Estimates, estimate, planning_lengths
+from optimizer.heuristics import lpt, round_robin
+from optimizer.profile import Profile
+from optimizer.timeline import replica_times
 
 #: Planning methods by name.
 SOLVERS: dict[str, str] = {
-    "lpt": "longest processing time first to the least-loaded eligible replica",
-    "round-robin": "each request to the next eligible replica in turn",
+    "lpt": "longest work first to the replica where it finishes earliest (LPT; earliest finish on mixed fleets)",
+    "round-robin": "each request to the next replica that can run it",
 }
 
 
@@ -35,98 +39,82 @@ class Result:
     plan: pd.DataFrame
     solver: str
     status: str
+    #: Estimated makespan of the plan, seconds.
     objective: float
-    lower_bound: float
-    objective_unit: str
+    bounds: Bounds
     solve_time_s: float
+
+    @property
+    def lower_bound(self) -> float:
+        return self.bounds.best_s
 
     @property
     def ratio_to_bound(self) -> float:
         return self.objective / self.lower_bound if self.lower_bound > 0 else float("nan")
 
 
-def planning_lengths(requests: pd.DataFrame) -> np.ndarray:
-    """Output lengths a plan may use: the real ones, else the predictions."""
-    output = requests["output_tokens"].fillna(requests["predicted_output_tokens"])
-    unknown = output.isna().to_numpy()
-    if unknown.any():
-        request_id = requests["request_id"].iloc[int(np.argmax(unknown))]
-        raise OptimizerError(
-            f"Request {request_id!r} has neither output_tokens nor predicted_output_tokens; "
-            f"planning needs one of them ({int(unknown.sum())} requests lack both)."
-        )
-    return output.to_numpy(dtype=np.int64)
-
-
-def check_models(requests: pd.DataFrame, cluster: Cluster) -> None:
-    """Every model the trace asks for must be served by some replica."""
-    asked = set(requests["model"]) - {""}
-    for model in sorted(asked - set(cluster.models)):
-        first = requests["request_id"][requests["model"] == model].iloc[0]
-        count = int((requests["model"] == model).sum())
-        raise OptimizerError(
-            f"{count} requests (first {first!r}) ask for model {model!r}, which no replica serves "
-            f"(the cluster serves {', '.join(cluster.models)}); use --model to serve every request with one model."
-        )
-
-
-def solve(requests: pd.DataFrame, cluster: Cluster, *, solver: str = "lpt") -> Result:
-    """Assign every request to a replica and order each replica's requests.
+def solve(
+    requests: pd.DataFrame,
+    cluster: Cluster,
+    *,
+    solver: str = "lpt",
+    profiles: dict[tuple[str, str, int], Profile] | None = None,
+) -> Result:
+    """Assign every request to a replica, order each replica's requests and time them.
 
     Raises:
-        OptimizerError: for an unknown solver, a model no replica serves, or requests
-            without any output length.
+        OptimizerError: for an unknown solver, a model no replica serves, a request no
+            KV cache holds, or requests without any output length.
     """
     if solver not in SOLVERS:
         raise OptimizerError(f"Unknown solver {solver!r}; choose one of: {', '.join(SOLVERS)}.")
-    check_models(requests, cluster)
     started = time.perf_counter()
     output = planning_lengths(requests)
-    cost = (requests["prompt_tokens"].to_numpy(dtype=np.int64) + output).astype(float)
-    models = requests["model"].to_numpy(dtype=object)
-    replica_models = [r.model for r in cluster.replicas]
-    if solver == "lpt":
-        assignment = lpt(cost, models, replica_models)
-    else:
-        assignment = round_robin(models, replica_models)
-    plan = _ordered_plan(requests, cluster, assignment, output)
-    elapsed = time.perf_counter() - started
-    load = np.bincount(assignment, weights=cost, minlength=len(cluster))
+    estimates = estimate(requests, cluster, output, profiles=profiles)
+    bounds = lower_bounds(estimates)
+    work = np.where(estimates.eligible, estimates.work_s, np.inf)
+    assignment = lpt(work, estimates.kind_of_replica) if solver == "lpt" else round_robin(work, estimates.kind_of_replica)
+    plan = timed_plan(requests, cluster, estimates, assignment, output)
     return Result(
         plan=plan,
         solver=solver,
         status="HEURISTIC",
-        objective=float(load.max()),
-        lower_bound=_token_bound(cost, models, replica_models),
-        objective_unit="tokens",
-        solve_time_s=elapsed,
+        objective=float(plan["planned_end_s"].max()),
+        bounds=bounds,
+        solve_time_s=time.perf_counter() - started,
     )
 
 
-def _ordered_plan(requests: pd.DataFrame, cluster: Cluster, assignment: np.ndarray, output: np.ndarray) -> pd.DataFrame:
-    """Plan rows grouped by replica (cluster order), each replica's requests in run order."""
+def timed_plan(
+    requests: pd.DataFrame, cluster: Cluster, estimates: Estimates, assignment: np.ndarray, output: np.ndarray
+) -> pd.DataFrame:
+    """Plan rows grouped by replica (cluster order), each replica's requests in run order, timed."""
     offline = bool((requests["arrival_s"] == 0).all())
-    # Lexsort keys, last is primary: replica, then longest output (offline) or arrival.
-    position = np.arange(len(requests))
-    within = -output if offline else requests["arrival_s"].to_numpy()
-    rows = np.lexsort((position, within, assignment))
+    arrival = estimates.arrival_s
+    rows_all = np.arange(len(requests))
+    kind = estimates.kind_of_replica[assignment]
+    prefill = estimates.prefill_s[rows_all, kind]
+    # Decode time in a slot: B* times the request's share of decode work (so a replica's
+    # slots consume exactly its work), and never less than decoding alone takes.
+    slots = estimates.batch_size[estimates.kind_of_replica]
+    decode = np.maximum(
+        slots[assignment] * (estimates.work_s[rows_all, kind] - prefill),
+        estimates.min_latency_s[rows_all, kind] - prefill,
+    )
+    # Lexsort keys, last is primary: replica, then the longest decode first in an offline
+    # batch (LPT over the replica's slots: long chains must start early), else arrival.
+    within = -decode if offline else arrival
+    rows = np.lexsort((rows_all, within, assignment))
     replica = assignment[rows]
-    starts = np.r_[0, np.flatnonzero(np.diff(replica)) + 1]
-    order = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    start, end = replica_times(replica, arrival[rows], prefill[rows], decode[rows], slots)
+    first = np.r_[0, np.flatnonzero(np.diff(replica)) + 1]
+    order = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
     return pd.DataFrame(
         {
             "request_id": requests["request_id"].to_numpy()[rows],
             "replica": np.asarray(cluster.names, dtype=object)[replica],
             "order": order.astype(np.int64),
-            "planned_start_s": np.nan,
-            "planned_end_s": np.nan,
+            "planned_start_s": start,
+            "planned_end_s": end,
         }
     )
-
-
-def _token_bound(cost: np.ndarray, models: np.ndarray, replica_models: list[str]) -> float:
-    """max(total / m, largest request, each model group's total / its replicas)."""
-    bound = max(float(cost.max()), float(cost.sum()) / len(replica_models))
-    for model, replicas in eligibility_groups(models, replica_models).items():
-        bound = max(bound, float(cost[models == model].sum()) / len(replicas))
-    return bound

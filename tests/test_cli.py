@@ -40,7 +40,7 @@ def test_solve_writes_a_valid_deterministic_plan(tmp_path):
         result = runner.invoke(app, ["solve", str(TRACES / "sharegpt_batch_2k.csv"), "--out", str(out)])
         assert result.exit_code == 0, result.stderr
     assert first.read_bytes() == second.read_bytes()
-    assert "ratio 1.0000" in result.stdout and "2,000 rows, valid" in result.stdout
+    assert "makespan / bound" in result.stdout and "2,000 rows, valid" in result.stdout
     requests = load_trace(TRACES / "sharegpt_batch_2k.csv").requests
     validate_plan(read_plan(first), requests, parse_replicas("h100-tp4:4,a100-tp4:4"))
 

@@ -8,7 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optimizer import PlanError, load_trace, parse_replicas, plan_violations, read_plan, solve, validate_plan, write_plan
+from optimizer import (
+    PlanError,
+    load_trace,
+    parse_replicas,
+    plan_violations,
+    read_plan,
+    solve,
+    validate_plan,
+    write_plan,
+)
 
 DATA = Path(__file__).parent / "data"
 

@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optimizer import ProfileError
-from optimizer.profile import Profile, builtin_profiles, fit_profile, fit_profiles, holdout_error, read_measurements
+from optimizer.profile import (
+    Profile,
+    builtin_profiles,
+    fit_profile,
+    fit_profiles,
+    holdout_error,
+    read_measurements,
+)
 
 BUNDLED = resources.files("optimizer").joinpath("data", "splitwise_perf_model.csv")
 HEADER = "model,hardware,prompt_size,batch_size,token_size,peak_power,average_power,prompt_time,token_time,e2e_time,tensor_parallel"
