@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,46 @@ def test_plan_validate_lists_what_is_wrong(tmp_path):
     result = runner.invoke(app, ["plan", "validate", str(plan), "--trace", trace])
     assert result.exit_code == 1
     assert "1 requests of the trace are not planned" in result.stderr
+
+
+def test_bounds_prints_each_bound_and_which_binds():
+    """Tests `bounds` on a real trace: the three bounds, the binding one, as text and JSON."""
+    args = ["bounds", str(TRACES / "AzureLLMInferenceTrace_code.csv"), "--replicas", "h100-tp4:1,a100-tp4:1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert "binds" in result.stdout and "pcmax" in result.stdout
+    as_json = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert as_json["lower_bound_s"] == max(as_json["work_s"], as_json["chain_s"], as_json["pcmax_s"])
+    # One hour of arrivals: no plan can finish before the last request arrives.
+    assert as_json["lower_bound_s"] > 3435
+
+
+def test_profile_show_reports_the_held_out_error():
+    """Tests `profile show` for one configuration: its reference times and held-out errors."""
+    result = runner.invoke(app, ["profile", "show", "--gpu", "h100", "--tp", "4", "--model", "llama2-70b"])
+    assert result.exit_code == 0, result.stderr
+    assert "llama2-70b" in result.stdout and "4.72" in result.stdout and "1.09" in result.stdout
+
+
+def test_profile_fit_uses_user_measurements_and_solve_accepts_them(tmp_path):
+    """Tests `profile fit` on a measurements file, and `solve --profiles` with the same file."""
+    source = ROOT / "optimizer" / "data" / "splitwise_perf_model.csv"
+    lines = source.read_text().splitlines()
+    mine = tmp_path / "mine.csv"
+    mine.write_text("\n".join([lines[0]] + [line for line in lines[1:] if ",h100-80gb," in line and line.endswith(",4")]) + "\n")
+    result = runner.invoke(app, ["profile", "fit", str(mine)])
+    assert result.exit_code == 0, result.stderr
+    assert "h100-80gb" in result.stdout and "a100" not in result.stdout
+    plan = tmp_path / "plan.csv"
+    solved = runner.invoke(app, ["solve", str(DATA / "vidur.csv"), "--replicas", "h100-tp4:2", "--profiles", str(mine), "--out", str(plan)])
+    assert solved.exit_code == 0, solved.stderr
+
+
+def test_bad_measurements_are_one_line(tmp_path):
+    """Tests that a bad measurements file gives one error line naming file, line and field."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,hardware,prompt_size,batch_size,token_size,peak_power,average_power,prompt_time,token_time,e2e_time,tensor_parallel\n"
+                   "llama2-70b,h100-80gb,512,1,128,1,1,-3,30,100,4\n")
+    result = runner.invoke(app, ["profile", "fit", str(bad)])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "bad.csv:2: prompt_time:" in result.stderr

@@ -1,0 +1,69 @@
+"""Tests of the per-request estimates drawn from the performance profiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optimizer import OptimizerError, builtin_profiles, estimate, parse_replicas
+
+
+def _requests(prompts, outputs, models=None):
+    n = len(prompts)
+    return pd.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(n)],
+            "arrival_s": np.zeros(n),
+            "prompt_tokens": np.asarray(prompts, dtype=np.int64),
+            "model": models or [""] * n,
+        }
+    )
+
+
+def test_single_token_request_takes_one_prefill():
+    """Tests that a request with one output token costs exactly its prefill (the first token comes from it)."""
+    requests = _requests([512], [1])
+    found = estimate(requests, parse_replicas("h100-tp4"), np.array([1]))
+    prefill_s = builtin_profiles()[("llama2-70b", "h100-80gb", 4)].prefill_time_ms(512) / 1e3
+    assert found.latency_s[0, 0] == pytest.approx(prefill_s)
+    assert found.min_latency_s[0, 0] == pytest.approx(prefill_s)
+    assert found.work_s[0, 0] == pytest.approx(prefill_s)
+    assert found.min_work_s[0, 0] <= found.work_s[0, 0]
+
+
+def test_lower_bound_forms_never_exceed_the_planning_estimates():
+    """Tests that min_work <= work and min_latency <= latency for every request on every kind."""
+    rng = np.random.default_rng(3)
+    prompts, outputs = rng.integers(1, 8000, 500), rng.integers(1, 1024, 500)
+    found = estimate(_requests(prompts, outputs), parse_replicas("h100-tp4:2,a100-tp2:1,h100-pcap-tp8"), outputs)
+    assert (found.min_work_s <= found.work_s + 1e-12).all()
+    assert (found.min_latency_s <= found.latency_s + 1e-12).all()
+    assert (found.work_s > 0).all()
+
+
+def test_a100_is_slower_at_prefill_than_at_decode_relative_to_h100():
+    """Tests the mixed-fleet asymmetry the planner exploits: A100 prefill costs ~2-3x H100's, decode far less."""
+    found = estimate(_requests([4000, 50], [10, 1000]), parse_replicas("h100-tp4,a100-tp4"), np.array([10, 1000]))
+    prompt_heavy, decode_heavy = found.work_s[0, 1] / found.work_s[0, 0], found.work_s[1, 1] / found.work_s[1, 0]
+    assert prompt_heavy > 1.8 and decode_heavy < prompt_heavy
+
+
+def test_kv_footprint_counts_whole_blocks_and_limits_eligibility():
+    """Tests that KV footprints round up to 16-token blocks and a request too big for a kind is not eligible there."""
+    found = estimate(_requests([30_000, 100], [9_000, 1]), parse_replicas("a100-tp2,h100-tp4"), np.array([9_000, 1]))
+    assert found.kv_tokens[1, 0] == 112
+    assert found.eligible.tolist() == [[False, True], [True, True]]
+
+
+def test_request_larger_than_every_kv_cache_is_named():
+    """Tests that a request no replica can hold is one error naming it and the largest capacity."""
+    with pytest.raises(OptimizerError, match=r"Request 'r1' needs 50,016 tokens of KV cache .* more than the largest capacity .* 37,728 tokens on llama2-70b@a100-80gb-tp2 \(1 requests do not fit\)"):
+        estimate(_requests([100, 50_000], [10, 10]), parse_replicas("a100-tp2:2"), np.array([10, 10]))
+
+
+def test_missing_profile_is_a_clear_error():
+    """Tests that a replica kind without a profile names the kind and how to fit one."""
+    only_h100 = {k: p for k, p in builtin_profiles().items() if k[1] == "h100-80gb"}
+    with pytest.raises(OptimizerError, match=r"No performance profile for llama2-70b on a100-80gb at TP 4 .* profile fit"):
+        estimate(_requests([10], [10]), parse_replicas("a100-tp4"), np.array([10]), profiles=only_h100)
