@@ -139,3 +139,11 @@ def test_bad_measurements_are_one_line(tmp_path):
     result = runner.invoke(app, ["profile", "fit", str(bad)])
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "bad.csv:2: prompt_time:" in result.stderr
+
+
+def test_every_command_is_documented_in_the_readme():
+    """Tests that the README's command table names every command of the CLI."""
+    readme = (ROOT / "README.md").read_text()
+    for path, command in _commands(typer.main.get_command(app)):
+        if path and not hasattr(command, "commands"):
+            assert f"`{' '.join(path)}" in readme, " ".join(path)
