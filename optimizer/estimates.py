@@ -12,8 +12,12 @@ holding C tokens of KV cache, and prefill(p) its prefill time alone:
 - Best sustainable batch B*_k = min(max_num_seqs, floor(kv_capacity / c_bar),
   argmin_B s(B) = sqrt(d0 / d3)), where c_bar = sum_j (o_j - 1)(p_j + o_j / 2) / sum_j (o_j - 1)
   is the context of a decoding sequence averaged over decode steps, for the trace at hand.
-- work_jk = prefill(p) + (o - 1) s(B*) + d2 ((o - 1) p + (o - 1) o / 2): the replica time the
-  request takes when the replica runs full batches (what planners balance).
+- Prefill work per prompt token, c_tok = min over iteration sizes T <= max_num_batched_tokens
+  of (a0 + a1 max(T, T_r) + a2 max(0, T - T_k)) / T: prompts are chunked into iterations of
+  the cheapest size, sharing the fixed overhead. A prompt also costs a4 and its attention
+  a3 p^2 (a0..a4, T_r, T_k as in `optimizer.profile`).
+- work_jk = a4 + c_tok p + a3 p^2 + (o - 1) s(B*) + d2 ((o - 1) p + (o - 1) o / 2): the
+  replica time the request takes when the replica runs full batches (what planners balance).
 - latency_jk = prefill(p) + (o - 1) * decode(B*, B* c_bar): the time it holds a batch slot
   (its first token comes from the prefill pass, each other token takes one full iteration).
 - kv_tokens_jk = p + o rounded up to whole blocks: its KV-cache footprint when it finishes.
@@ -21,12 +25,12 @@ holding C tokens of KV cache, and prefill(p) its prefill time alone:
 Lower-bound counterparts, valid for any schedule under this model (all coefficients are
 non-negative, so dropping terms only lowers a time):
 
-- min_work_jk = a4 + a1 p + a3 p^2 + (o - 1) min_{1<=B<=max_num_seqs} s(B) + d2 ((o - 1) p + (o - 1) o / 2),
-  with a4 the prefill cost per prompt, a1 per token and a3 per squared token: the fixed
-  iteration overhead, the roofline floor and the cost above the kink are shared by the
-  prompts of an iteration or avoided by chunking, so they are left out.
-- min_latency_jk = prefill(p) + (o - 1) * decode(1, .) summed over the growing context:
-  no iteration is faster than a batch of one.
+- min_work_jk = work_jk with s(B*) replaced by min_{1<=B<=max_num_seqs} s(B): no batch the
+  engine can run shares an iteration's fixed cost more thinly. (No prefill of a prompt can
+  cost less than its chunked form either, since c_tok is the least cost per token.)
+- min_latency_jk = (a4 + c_tok p + a3 p^2) + (o - 1) * decode(1, .) summed over the growing
+  context: no prefill is cheaper than its best chunking, no iteration faster than a batch of
+  one.
 
 Assumptions: one iteration's time is its prefill part plus its decode part (the
 simulator's iteration model), output lengths are the real ones where known and the
@@ -57,6 +61,7 @@ class Estimates:
     #: Kind of each replica, by index into `kinds` (one entry per replica).
     kind_of_replica: np.ndarray
     arrival_s: np.ndarray  # (requests,)
+    #: The prefill part of work_s (chunked prefill).
     prefill_s: np.ndarray
     work_s: np.ndarray
     latency_s: np.ndarray
@@ -146,19 +151,19 @@ def estimate(
         min_share_ms = float(np.min((d0 + d1 * batches + d3 * batches**2) / batches))
         prefill_ms = profile.prefill_time_ms(prompt)
         full_iteration_ms = profile.decode_time_ms(best, best * mean_context)
-
-        prefill[:, k] = prefill_ms * MS
-        work[:, k] = (prefill_ms + steps * share_ms + own_context_ms(d2)) * MS
-        latency[:, k] = (prefill_ms + steps * full_iteration_ms) * MS
-        min_work[:, k] = (
+        # Prefill work when prompts are chunked into iterations of the cheapest size.
+        chunked_prefill_ms = (
             profile.prefill_ms_per_prompt
-            + profile.prefill_ms_per_token * prompt
+            + prefill_ms_per_token(profile, limits.max_num_batched_tokens) * prompt
             + profile.prefill_attention_ms_per_token_sq * prompt**2
-            + steps * min_share_ms
-            + own_context_ms(d2)
-        ) * MS
+        )
+
+        prefill[:, k] = chunked_prefill_ms * MS
+        work[:, k] = (chunked_prefill_ms + steps * share_ms + own_context_ms(d2)) * MS
+        latency[:, k] = (prefill_ms + steps * full_iteration_ms) * MS
+        min_work[:, k] = (chunked_prefill_ms + steps * min_share_ms + own_context_ms(d2)) * MS
         # Decoding alone: o - 1 iterations of decode(1, p + i) for i = 1 .. o - 1.
-        min_latency[:, k] = (prefill_ms + steps * (d0 + d1 + d3) + own_context_ms(d2)) * MS
+        min_latency[:, k] = (chunked_prefill_ms + steps * (d0 + d1 + d3) + own_context_ms(d2)) * MS
         block = limits.block_size_tokens
         kv_tokens[:, k] = (np.ceil((prompt + output) / block) * block).astype(np.int64)
         eligible[:, k] = ((models == "") | (models == replica.model)) & (kv_tokens[:, k] <= capacity)
@@ -177,6 +182,24 @@ def estimate(
         kv_tokens=kv_tokens,
         eligible=eligible,
         batch_size=batch_size,
+    )
+
+
+def prefill_ms_per_token(profile: Profile, budget_tokens: int) -> float:
+    """Least prefill time per prompt token over iteration sizes T <= budget (chunked prefill).
+
+    The per-token cost (a0 + a1 max(T, T_r) + a2 max(0, T - T_k)) / T falls with T up to the
+    kink T_k and is monotone beyond it, so the least is at min(T_k, budget) or at the budget.
+    """
+    sizes = {min(profile.prefill_kink_tokens, budget_tokens), float(budget_tokens)}
+    return min(
+        (
+            profile.prefill_base_ms
+            + profile.prefill_ms_per_token * max(size, profile.prefill_ridge_tokens)
+            + profile.prefill_ms_per_token_above_kink * max(0.0, size - profile.prefill_kink_tokens)
+        )
+        / size
+        for size in sizes
     )
 
 
