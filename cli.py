@@ -17,10 +17,12 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
 import optimizer
 from optimizer.errors import OptimizerError
+from optimizer.pcmax import read_pcmax, solve_pcmax
 from optimizer.profile import (
     builtin_profiles,
     fit_profiles,
@@ -107,24 +109,56 @@ def _bounds_line(bounds: optimizer.Bounds) -> str:
     return ", ".join(parts)
 
 
-@app.command(epilog="Example: python cli.py solve traces/sharegpt_batch_2k.csv --replicas h100-tp4:4,a100-tp4:4 --out plan.csv")
+class SolveProgress:
+    """Live line with the incumbent, bound and gap while a solver runs (interactive terminals only)."""
+
+    def __init__(self, enabled: bool):
+        self.status = Status("solving ...", console=Console(stderr=True)) if enabled else None
+
+    def __enter__(self) -> "SolveProgress":
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def __call__(self, incumbent: float, bound: float, elapsed_s: float) -> None:
+        if self.status is not None:
+            gap = incumbent / bound - 1 if bound > 0 else float("inf")
+            self.status.update(f"incumbent {incumbent:,.2f} s  bound {bound:,.2f} s  gap {gap:.3%}  elapsed {elapsed_s:.1f} s")
+
+
+SolverOpt = Annotated[str, typer.Option("--solver", help="Solver backend (cp-sat, scip, cbc) or heuristic (lpt, least-loaded, round-robin); see `solvers`.")]
+TimeLimitOpt = Annotated[float, typer.Option("--time-limit", help="Wall-clock seconds for the whole planning step.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (no progress, no summary).")]
+
+
+@app.command(epilog="Example: python cli.py solve traces/sharegpt_batch_2k.csv --replicas h100-tp4:4,a100-tp4:4 --time-limit 10 --out plan.csv")
 def solve(
     trace: TraceArg,
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the plan CSV.")] = Path("plan.csv"),
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
-    solver: Annotated[str, typer.Option("--solver", help=f"Planning method: {', '.join(optimizer.SOLVERS)}.")] = "lpt",
+    solver: SolverOpt = "cp-sat",
+    time_limit: TimeLimitOpt = 10.0,
+    formulation: Annotated[str, typer.Option("--formulation", help="auto, per-request (one Boolean per request and replica) or class (counts per cost class and replica kind).")] = "auto",
     format: FormatOpt = None,
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
     model: ModelOpt = None,
     profiles: ProfilesOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Plan a trace on a cluster and write the plan as CSV."""
     with user_errors():
         loaded = _load(trace, format, arrival_rate, seed, model)
         cluster = optimizer.resolve_cluster(replicas)
-        result = optimizer.solve(loaded.requests, cluster, solver=solver, profiles=_profiles(profiles))
+        with SolveProgress(enabled=not quiet and sys.stderr.isatty()) as progress:
+            result = optimizer.solve(
+                loaded.requests, cluster, solver=solver, time_limit_s=time_limit, formulation=formulation,
+                seed=seed, profiles=_profiles(profiles), progress=progress,
+            )
         optimizer.validate_plan(result.plan, loaded.requests, cluster)
         optimizer.write_plan(result.plan, out_path)
     if quiet:
@@ -134,11 +168,29 @@ def solve(
     for note in loaded.notes:
         out.print(f"         {note}")
     out.print(f"Cluster  {cluster.describe()} ({len(cluster)} replicas serving {', '.join(cluster.models)})")
-    out.print(f"Plan     {result.solver} ({result.status}) in {result.solve_time_s:.2f} s: estimated makespan {result.objective:,.1f} s")
-    out.print(f"Bounds   {_bounds_line(result.bounds)}; makespan / bound {result.ratio_to_bound:.4f}")
+    how = f"{result.solver}, {result.formulation} model, started from {result.incumbent:,.1f} s" if result.formulation else result.solver
+    out.print(f"Plan     {result.status} ({how}) in {result.solve_time_s:.2f} s")
+    out.print(f"         estimated makespan {result.objective:,.1f} s, lower bound {result.lower_bound:,.1f} s, gap {result.gap:.3%}")
+    out.print(f"Bounds   {_bounds_line(result.bounds)}")
     per_replica = result.plan.groupby("replica", sort=False).size()
-    out.print(f"         requests per replica: min {per_replica.min():,}, max {per_replica.max():,}")
+    out.print(f"         requests per replica: min {per_replica.min():,}, max {per_replica.max():,}; last planned end {result.plan['planned_end_s'].max():,.1f} s")
     out.print(f"Wrote    {out_path} ({len(result.plan):,} rows, valid)")
+
+
+@app.command(epilog="Example: python cli.py pcmax instance.txt --time-limit 10")
+def pcmax(
+    instance: Annotated[Path, typer.Argument(help="P||Cmax instance: line 1 machines m, line 2 jobs n, then n processing times.", show_default=False)],
+    solver: SolverOpt = "cp-sat",
+    time_limit: TimeLimitOpt = 10.0,
+    seed: SeedOpt = 0,
+) -> None:
+    """Solve a pure P||Cmax instance (identical machines) and print makespan, lower bound and status."""
+    with user_errors():
+        m, times = read_pcmax(instance)
+        result = solve_pcmax(m, times, solver=solver, time_limit_s=time_limit, seed=seed)
+    out.print(f"makespan: {result.makespan}")
+    out.print(f"lower bound: {result.lower_bound}")
+    out.print(f"status: {result.status}")
 
 
 @app.command(epilog="Example: python cli.py bounds traces/AzureLLMInferenceTrace_conv.csv --replicas h100-tp4:2,a100-tp4:2")
@@ -182,9 +234,9 @@ def bounds(
 
 @app.command(epilog="Example: python cli.py solvers")
 def solvers() -> None:
-    """List the planning methods."""
-    for name, description in optimizer.SOLVERS.items():
-        out.print(f"{name:12} {description}")
+    """List the planning methods available on this machine."""
+    for name, description in optimizer.solvers().items():
+        out.print(f"{name:13} {description}")
 
 
 @trace_app.command("stats", epilog="Example: python cli.py trace stats traces/AzureLLMInferenceTrace_code.csv")

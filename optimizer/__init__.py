@@ -20,12 +20,32 @@ from optimizer.cluster import (
     parse_replicas,
     resolve_cluster,
 )
-from optimizer.errors import ClusterError, InputError, OptimizerError, PlanError, ProfileError, TraceError
+from optimizer.errors import (
+    ClusterError,
+    InputError,
+    OptimizerError,
+    PlanError,
+    ProfileError,
+    TraceError,
+)
 from optimizer.estimates import Estimates, estimate
-from optimizer.plan import PLAN_COLUMNS, plan_violations, read_plan, validate_plan, write_plan
+from optimizer.plan import (
+    PLAN_COLUMNS,
+    plan_violations,
+    read_plan,
+    validate_plan,
+    write_plan,
+)
 from optimizer.profile import Profile, builtin_profiles, fit_profiles, read_measurements
-from optimizer.solve import SOLVERS, Result, solve
-from optimizer.trace import COLUMNS, FORMATS, Trace, load_trace, trace_stats, write_trace
+from optimizer.solve import HEURISTICS, Result, solve, solvers
+from optimizer.trace import (
+    COLUMNS,
+    FORMATS,
+    Trace,
+    load_trace,
+    trace_stats,
+    write_trace,
+)
 
 __all__ = [
     "COLUMNS",
@@ -33,7 +53,7 @@ __all__ = [
     "FORMATS",
     "GPU_ALIASES",
     "PLAN_COLUMNS",
-    "SOLVERS",
+    "HEURISTICS",
     "Bounds",
     "Cluster",
     "ClusterError",
@@ -60,6 +80,7 @@ __all__ = [
     "read_plan",
     "resolve_cluster",
     "solve",
+    "solvers",
     "trace_bounds",
     "trace_stats",
     "validate_plan",

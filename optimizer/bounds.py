@@ -32,11 +32,11 @@ from optimizer.errors import OptimizerError
 from optimizer.estimates import Estimates, estimate, planning_lengths
 from optimizer.profile import Profile
 
-#: Beyond this many distinct requests, the LP is solved on requests whose works are
-#: rounded down to a 0.1% geometric grid (still a valid bound, with y then evaluated on
-#: the exact works).
-MAX_LP_ROWS = 20_000
-_GRID = np.log1p(1e-3)
+#: Beyond this many distinct requests, the LP that finds the prices y is solved on works
+#: rounded down to a 0.5% geometric grid, merged into classes. Any y >= 0 with
+#: sum_k m_k y_k = 1 gives a valid bound, and the bound is evaluated on the exact works.
+MAX_LP_ROWS = 2_000
+_GRID = np.log1p(5e-3)
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,6 @@ def _lp_prices(work: np.ndarray, num_replicas: np.ndarray) -> np.ndarray:
         return np.array([1.0 / num_replicas[0]])
     rows, counts = np.unique(work, axis=0, return_counts=True)
     if len(rows) > MAX_LP_ROWS:
-        # Round down (a smaller work gives a smaller, still valid, bound) and merge.
         grid = np.where(np.isfinite(work), np.floor(np.log(np.maximum(work, 1e-12)) / _GRID), np.inf)
         rows, counts = np.unique(grid, axis=0, return_counts=True)
         rows = np.where(np.isfinite(rows), np.exp(rows * _GRID), np.inf)

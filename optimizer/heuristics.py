@@ -52,3 +52,23 @@ def lpt(work: np.ndarray, kind_of_replica: np.ndarray) -> np.ndarray:
         heapq.heapreplace(heaps[best_kind], (best_finish, r))
         assignment[j] = r
     return assignment
+
+
+def least_loaded(work: np.ndarray, kind_of_replica: np.ndarray, arrival_s: np.ndarray) -> np.ndarray:
+    """In arrival order (file order among equal arrivals), each request to the replica where
+    it would finish first, a replica working through its requests one after another:
+    finish_r <- max(finish_r, a_j) + w_jr. On an offline batch this is plain list scheduling."""
+    num_kinds = work.shape[1]
+    heaps = [[(0.0, int(r)) for r in np.flatnonzero(kind_of_replica == k)] for k in range(num_kinds)]
+    assignment = np.empty(len(work), dtype=np.int64)
+    for j in np.argsort(arrival_s, kind="stable"):
+        best_finish, best_kind = np.inf, -1
+        for k in range(num_kinds):
+            if np.isfinite(work[j, k]) and heaps[k]:
+                finish = max(heaps[k][0][0], arrival_s[j]) + work[j, k]
+                if finish < best_finish or (finish == best_finish and heaps[k][0][1] < heaps[best_kind][0][1]):
+                    best_finish, best_kind = finish, k
+        _, r = heaps[best_kind][0]
+        heapq.heapreplace(heaps[best_kind], (best_finish, r))
+        assignment[j] = r
+    return assignment

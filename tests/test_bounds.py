@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import make_requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,20 +12,6 @@ from optimizer import parse_replicas, solve, trace_bounds
 from optimizer.bounds import _pcmax
 
 REL = 1e-6  # LP tolerance
-
-
-def _requests(prompts, outputs, arrivals=None, models=None):
-    n = len(prompts)
-    return pd.DataFrame(
-        {
-            "request_id": [f"r{i}" for i in range(n)],
-            "arrival_s": np.zeros(n) if arrivals is None else np.asarray(arrivals, dtype=float),
-            "prompt_tokens": np.asarray(prompts, dtype=np.int64),
-            "output_tokens": pd.array(outputs, dtype="Int64"),
-            "predicted_output_tokens": pd.array([pd.NA] * n, dtype="Int64"),
-            "model": models or [""] * n,
-        }
-    )
 
 
 def test_pcmax_bounds_on_a_textbook_case():
@@ -37,7 +23,7 @@ def test_pcmax_bounds_on_a_textbook_case():
 def test_identical_replicas_work_bound_is_total_over_m_and_chain_is_the_longest():
     """Tests that on identical replicas the work bound is total min-work / m and the chain bound the
     slowest single request, exactly."""
-    requests = _requests([100, 2000, 500], [800, 10, 300])
+    requests = make_requests([100, 2000, 500], [800, 10, 300])
     cluster = parse_replicas("h100-tp4:3")
     found, estimates = trace_bounds(requests, cluster)
     assert found.work_s == pytest.approx(estimates.min_work_s.sum() / 3, rel=REL)
@@ -47,7 +33,7 @@ def test_identical_replicas_work_bound_is_total_over_m_and_chain_is_the_longest(
 
 def test_release_times_raise_the_work_bound():
     """Tests that work arriving late cannot start early: the bound is at least last arrival + its work / m."""
-    requests = _requests([1000] * 4, [200] * 4, arrivals=[0, 0, 0, 100])
+    requests = make_requests([1000] * 4, [200] * 4, arrivals=[0, 0, 0, 100])
     found, estimates = trace_bounds(requests, parse_replicas("h100-tp4:1"))
     assert found.work_s >= 100 + estimates.min_work_s[3, 0] - 1e-9
 
@@ -69,7 +55,7 @@ def test_bounds_never_exceed_a_plan(instance, fleet):
     """Tests that no bound is above the estimated makespan of a valid list-scheduled plan
     (LPT and round-robin), on mixed fleets with several models and arrivals."""
     prompts, outputs, arrivals, models = instance
-    requests = _requests(prompts, outputs, arrivals, models)
+    requests = make_requests(prompts, outputs, arrivals, models)
     cluster = parse_replicas(fleet)
     found, _ = trace_bounds(requests, cluster)
     for method in ("lpt", "round-robin"):
@@ -84,8 +70,8 @@ def test_adding_a_request_never_lowers_a_bound(instance, fleet, prompt, output, 
     """Tests monotonicity in the requests: one more request leaves every bound as high or higher."""
     prompts, outputs, arrivals, models = instance
     cluster = parse_replicas(fleet)
-    before, _ = trace_bounds(_requests(prompts, outputs, arrivals, models), cluster)
-    after, _ = trace_bounds(_requests(prompts + [prompt], outputs + [output], arrivals + [arrival], models + [""]), cluster)
+    before, _ = trace_bounds(make_requests(prompts, outputs, arrivals, models), cluster)
+    after, _ = trace_bounds(make_requests(prompts + [prompt], outputs + [output], arrivals + [arrival], models + [""]), cluster)
     for name in ("work_s", "chain_s", "pcmax_s"):
         assert getattr(after, name) >= getattr(before, name) * (1 - REL)
 
@@ -95,7 +81,7 @@ def test_adding_a_request_never_lowers_a_bound(instance, fleet, prompt, output, 
 def test_adding_a_replica_never_raises_a_bound(instance, fleet, extra):
     """Tests monotonicity in the cluster: one more replica leaves every bound as low or lower."""
     prompts, outputs, arrivals, models = instance
-    requests = _requests(prompts, outputs, arrivals, models)
+    requests = make_requests(prompts, outputs, arrivals, models)
     before, _ = trace_bounds(requests, parse_replicas(fleet))
     after, _ = trace_bounds(requests, parse_replicas(f"{fleet},{extra}"))
     for name in ("work_s", "chain_s", "pcmax_s"):

@@ -38,10 +38,10 @@ def test_solve_writes_a_valid_deterministic_plan(tmp_path):
     """Tests the main job on the bundled default trace: a valid plan, the same bytes on every run."""
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
     for out in (first, second):
-        result = runner.invoke(app, ["solve", str(TRACES / "sharegpt_batch_2k.csv"), "--out", str(out)])
+        result = runner.invoke(app, ["solve", str(TRACES / "sharegpt_batch_2k.csv"), "--out", str(out), "--time-limit", "5"])
         assert result.exit_code == 0, result.stderr
     assert first.read_bytes() == second.read_bytes()
-    assert "makespan / bound" in result.stdout and "2,000 rows, valid" in result.stdout
+    assert "lower bound" in result.stdout and "gap" in result.stdout and "2,000 rows, valid" in result.stdout
     requests = load_trace(TRACES / "sharegpt_batch_2k.csv").requests
     validate_plan(read_plan(first), requests, parse_replicas("h100-tp4:4,a100-tp4:4"))
 
@@ -58,7 +58,7 @@ def test_trace_convert_then_solve(tmp_path):
     """Tests that a converted trace is a native trace the planner reads."""
     native = tmp_path / "code.parquet"
     assert runner.invoke(app, ["trace", "convert", str(TRACES / "AzureLLMInferenceTrace_code.csv"), "--out", str(native)]).exit_code == 0
-    result = runner.invoke(app, ["solve", str(native), "--out", str(tmp_path / "plan.csv"), "--replicas", "h100-tp8:2", "-q"])
+    result = runner.invoke(app, ["solve", str(native), "--out", str(tmp_path / "plan.csv"), "--replicas", "h100-tp8:2", "--solver", "scip", "-q"])
     assert result.exit_code == 0 and result.stdout == ""
 
 
@@ -68,7 +68,9 @@ def test_trace_convert_then_solve(tmp_path):
         (["solve", str(DATA / "missing.csv")], "missing.csv: no such file."),
         (["solve", str(DATA / "burstgpt.csv")], "ask for model 'ChatGPT', which no replica serves"),
         (["solve", str(DATA / "vidur.csv"), "--replicas", "v100-tp4:2"], "Unknown GPU 'v100'"),
-        (["solve", str(DATA / "vidur.csv"), "--solver", "gurobi"], "Unknown solver 'gurobi'"),
+        (["solve", str(DATA / "vidur.csv"), "--solver", "gurobi"], "Unknown solver 'gurobi'; choose one of: cp-sat"),
+        (["solve", str(DATA / "vidur.csv"), "--time-limit", "0"], "time limit must be greater than 0 seconds"),
+        (["solve", str(DATA / "vidur.csv"), "--formulation", "fancy"], "Unknown formulation 'fancy'"),
         (["solve", str(DATA / "vidur.csv"), "--format", "mooncake"], "vidur.csv:1: timestamp: missing column for the mooncake format"),
         (["solve", str(DATA / "vidur.csv"), "--arrival-rate", "3"], "an arrival rate applies only to length-only tables"),
         (["trace", "stats", str(DATA / "splitwise.csv"), "--format", "bogus"], "unknown format 'bogus'"),
@@ -89,7 +91,7 @@ def test_plan_validate_lists_what_is_wrong(tmp_path):
     """Tests that `plan validate` accepts a good plan and rejects a tampered one with exit code 1."""
     plan = tmp_path / "plan.csv"
     trace = str(TRACES / "sharegpt_batch_2k.csv")
-    runner.invoke(app, ["solve", trace, "--out", str(plan), "-q"])
+    runner.invoke(app, ["solve", trace, "--out", str(plan), "--solver", "lpt", "-q"])
     assert runner.invoke(app, ["plan", "validate", str(plan), "--trace", trace]).exit_code == 0
     lines = plan.read_text().splitlines()
     plan.write_text("\n".join(lines[:-1]) + "\n")  # drop the last request
@@ -127,7 +129,7 @@ def test_profile_fit_uses_user_measurements_and_solve_accepts_them(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "h100-80gb" in result.stdout and "a100" not in result.stdout
     plan = tmp_path / "plan.csv"
-    solved = runner.invoke(app, ["solve", str(DATA / "vidur.csv"), "--replicas", "h100-tp4:2", "--profiles", str(mine), "--out", str(plan)])
+    solved = runner.invoke(app, ["solve", str(DATA / "vidur.csv"), "--replicas", "h100-tp4:2", "--profiles", str(mine), "--solver", "lpt", "--out", str(plan)])
     assert solved.exit_code == 0, solved.stderr
 
 
@@ -147,3 +149,23 @@ def test_every_command_is_documented_in_the_readme():
     for path, command in _commands(typer.main.get_command(app)):
         if path and not hasattr(command, "commands"):
             assert f"`{' '.join(path)}" in readme, " ".join(path)
+
+
+def test_solvers_lists_backends_and_heuristics():
+    """Tests that `solvers` lists the default backend and the heuristics."""
+    result = runner.invoke(app, ["solvers"])
+    assert result.exit_code == 0
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names[0] == "cp-sat" and {"scip", "lpt", "least-loaded", "round-robin"} <= set(names)
+
+
+def test_pcmax_prints_makespan_bound_and_status(tmp_path):
+    """Tests the P||Cmax mode on a textbook instance (optimum 6, LPT 7) and a malformed file."""
+    instance = tmp_path / "i.txt"
+    instance.write_text("2\n5\n3 3\n2 2 2\n")
+    result = runner.invoke(app, ["pcmax", str(instance), "--time-limit", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == ["makespan: 6", "lower bound: 6", "status: OPTIMAL"]
+    instance.write_text("2\n5\n3 3 2\n")
+    result = runner.invoke(app, ["pcmax", str(instance)])
+    assert result.exit_code == 1 and "declares 5 jobs but lists 3 processing times" in result.stderr
