@@ -115,37 +115,46 @@ def plan_violations(
     duplicated = ids.duplicated(keep="first").to_numpy()
     for row in np.flatnonzero(duplicated)[:5]:
         problem(f"request {ids.iloc[row]!r} is planned more than once.", int(row), "request_id")
-    known_ids = set(requests["request_id"])
-    unknown = ~ids.isin(known_ids).to_numpy()
-    for row in np.flatnonzero(unknown)[:5]:
+    # Position of each plan row's request in the trace (-1 if none): a hash join.
+    position = pd.Index(requests["request_id"].astype(str)).get_indexer(ids)
+    for row in np.flatnonzero(position < 0)[:5]:
         problem(f"request {ids.iloc[row]!r} is not in the trace.", int(row), "request_id")
-    missing = ~requests["request_id"].isin(set(ids)).to_numpy()
+    missing = np.bincount(position[position >= 0], minlength=len(requests)) == 0
     if missing.any():
         examples = ", ".join(repr(i) for i in requests["request_id"][missing].head(5))
         problem(f"{int(missing.sum())} requests of the trace are not planned (e.g. {examples}).")
 
-    replica_of = {r.name: r for r in cluster.replicas}
-    unknown_replica = ~plan["replica"].isin(replica_of.keys()).to_numpy()
-    for row in np.flatnonzero(unknown_replica)[:5]:
+    replica_index = pd.Index(cluster.names).get_indexer(plan["replica"].astype(str))
+    for row in np.flatnonzero(replica_index < 0)[:5]:
         problem(f"replica {plan['replica'].iloc[row]!r} is not in the cluster ({cluster.describe()}).", int(row), "replica")
 
-    wanted = ids.map(dict(zip(requests["request_id"], requests["model"]))).fillna("").to_numpy(dtype=object)
-    served = plan["replica"].map({r.name: r.model for r in cluster.replicas}).to_numpy(dtype=object)
-    wrong_model = (wanted != "") & ~unknown_replica & (wanted != served)
+    known = (position >= 0) & (replica_index >= 0)
+    wanted = requests["model"].to_numpy(dtype=object)[np.maximum(position, 0)]
+    served = np.asarray([r.model for r in cluster.replicas], dtype=object)[np.maximum(replica_index, 0)]
+    wrong_model = known & (wanted != "") & (wanted != served)
     for row in np.flatnonzero(wrong_model)[:5]:
         problem(f"request {ids.iloc[row]!r} needs model {wanted[row]!r} but replica {plan['replica'].iloc[row]!r} serves {served[row]!r}.", int(row), "replica")
 
-    for replica, orders in plan.groupby("replica", sort=False)["order"]:
-        expected = np.arange(len(orders))
-        if not np.array_equal(np.sort(orders.to_numpy()), expected):
-            problem(f"the orders on replica {replica!r} are not 0..{len(orders) - 1}, each once.", int(orders.index[0]), "order")
+    # Orders on each replica must be 0..k-1: sorted by (replica, order), each equals its rank.
+    orders = plan["order"].to_numpy()
+    by_replica = np.lexsort((orders, replica_index))
+    group = replica_index[by_replica]
+    first = np.r_[0, np.flatnonzero(np.diff(group)) + 1]
+    rank = np.arange(len(group)) - np.repeat(first, np.diff(np.r_[first, len(group)]))
+    bad_order = orders[by_replica] != rank
+    for replica in pd.unique(plan["replica"].to_numpy()[by_replica][bad_order])[:5]:
+        rows = np.flatnonzero(plan["replica"].to_numpy() == replica)
+        problem(f"the orders on replica {replica!r} are not 0..{len(rows) - 1}, each once.", int(rows[0]), "order")
 
     if not empty_times(plan):
-        problems.extend(_time_violations(plan, requests, path))
+        arrival = np.where(position >= 0, requests["arrival_s"].to_numpy(dtype=float)[np.maximum(position, 0)], -np.inf)
+        problems.extend(_time_violations(plan, arrival, by_replica, group, path))
     return problems
 
 
-def _time_violations(plan: pd.DataFrame, requests: pd.DataFrame, path: str | Path | None) -> list[PlanError]:
+def _time_violations(
+    plan: pd.DataFrame, arrival: np.ndarray, by_replica: np.ndarray, group: np.ndarray, path: str | Path | None
+) -> list[PlanError]:
     problems = []
 
     def at(row: int, message: str, field: str) -> PlanError:
@@ -156,7 +165,6 @@ def _time_violations(plan: pd.DataFrame, requests: pd.DataFrame, path: str | Pat
     for column, values in (("planned_start_s", start), ("planned_end_s", end)):
         if np.isnan(values).any():
             problems.append(at(int(np.argmax(np.isnan(values))), "is empty while other rows have times.", column))
-    arrival = plan["request_id"].map(dict(zip(requests["request_id"], requests["arrival_s"]))).to_numpy(dtype=float)
     early = start < arrival - _TIME_TOLERANCE_S
     if early.any():
         row = int(np.argmax(early))
@@ -165,10 +173,10 @@ def _time_violations(plan: pd.DataFrame, requests: pd.DataFrame, path: str | Pat
     if backwards.any():
         row = int(np.argmax(backwards))
         problems.append(at(row, f"ends at {end[row]:.6f} s, before it starts at {start[row]:.6f} s.", "planned_end_s"))
-    by_order = plan.assign(_row=np.arange(len(plan))).sort_values(["replica", "order"], kind="stable")
-    step_back = (by_order["planned_start_s"].diff() < -_TIME_TOLERANCE_S) & (by_order["replica"] == by_order["replica"].shift())
+    # In (replica, order) sequence, starts never go back within a replica.
+    step_back = (np.diff(start[by_replica]) < -_TIME_TOLERANCE_S) & (np.diff(group) == 0)
     if step_back.any():
-        row = int(by_order["_row"][step_back].iloc[0])
+        row = int(by_replica[np.argmax(step_back) + 1])
         problems.append(at(row, "starts before the request placed ahead of it on the same replica.", "planned_start_s"))
     return problems
 
