@@ -60,11 +60,21 @@ def available_backends() -> dict[str, str]:
 
 
 def solve_model(
-    model: LinearModel, backend: str, *, time_limit_s: float, num_workers: int, seed: int, progress: Progress | None = None
+    model: LinearModel,
+    backend: str,
+    *,
+    time_limit_s: float,
+    num_workers: int,
+    seed: int,
+    deterministic_limit_s: float | None = None,
+    progress: Progress | None = None,
 ) -> BackendResult:
+    """Solve `model`; `deterministic_limit_s` (CP-SAT's work units, close to seconds) stops
+    CP-SAT at the same point on every run, `time_limit_s` is the wall-clock cap."""
     started = time.perf_counter()
     if backend == "cp-sat":
-        result = _cp_sat(model, time_limit_s, num_workers, seed, progress)
+        budget = time_limit_s if deterministic_limit_s is None else deterministic_limit_s
+        result = _cp_sat(model, time_limit_s, budget, num_workers, seed, progress)
     elif backend == "scip":
         result = _linear_solver(model, backend, time_limit_s, num_workers, seed)
     elif backend == "cbc":
@@ -74,7 +84,9 @@ def solve_model(
     return BackendResult(result.status, result.values, result.objective, result.bound, time.perf_counter() - started)
 
 
-def _cp_sat(model: LinearModel, time_limit_s: float, num_workers: int, seed: int, progress: Progress | None) -> BackendResult:
+def _cp_sat(
+    model: LinearModel, time_limit_s: float, deterministic_limit_s: float, num_workers: int, seed: int, progress: Progress | None
+) -> BackendResult:
     from ortools.sat.python import cp_model
 
     c = model.objective
@@ -116,9 +128,10 @@ def _cp_sat(model: LinearModel, time_limit_s: float, num_workers: int, seed: int
     solver.parameters.num_workers = num_workers
     solver.parameters.random_seed = seed
     # Interleaved workers on one thread, stopped by deterministic time: the same inputs and
-    # seed give the same plan on any machine. The wall-clock limit is a safety net.
+    # seed give the same plan on any machine, unless the wall-clock cap (a safety net)
+    # stops the search first on a heavily loaded machine.
     solver.parameters.interleave_search = True
-    solver.parameters.max_deterministic_time = float(time_limit_s)
+    solver.parameters.max_deterministic_time = float(deterministic_limit_s)
     solver.parameters.max_time_in_seconds = float(time_limit_s)
     # Stop within 0.01% of the bound, as MIP solvers do by default: proving the last
     # fraction of a percent on a class model is not worth the time limit.

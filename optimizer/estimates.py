@@ -10,7 +10,9 @@ holding C tokens of KV cache, and prefill(p) its prefill time alone:
   per token of the sequence's own context. The fixed part is shared equally, the context
   part is each sequence's own: summing the shares of a batch gives decode(B, C) exactly.
 - Best sustainable batch B*_k = min(max_num_seqs, floor(kv_capacity / c_bar),
-  argmin_B s(B) = sqrt(d0 / d3)), where c_bar = sum_j (o_j - 1)(p_j + o_j / 2) / sum_j (o_j - 1)
+  argmin_B s(B) = sqrt(d0 / d3), concurrency), where concurrency is how many requests a
+  replica holds at once on average (n / m for an offline batch; with arrivals, arrival
+  rate per replica x latency, by Little's law), and c_bar = sum_j (o_j - 1)(p_j + o_j / 2) / sum_j (o_j - 1)
   is the context of a decoding sequence averaged over decode steps, for the trace at hand.
 - Prefill work per prompt token, c_tok = min over iteration sizes T <= max_num_batched_tokens
   of (a0 + a1 max(T, T_r) + a2 max(0, T - T_k)) / T: prompts are chunked into iterations of
@@ -125,6 +127,8 @@ def estimate(
     models = requests["model"].to_numpy(dtype=object)
     n, num_kinds = len(prompt), len(kinds)
 
+    arrival = requests["arrival_s"].to_numpy(dtype=float)
+    num_replicas = len(cluster)
     steps = output - 1  # decode iterations of each request
     # Context of a decoding sequence averaged over decode steps, over the trace.
     mean_context = float(np.sum(steps * (prompt + output / 2)) / max(np.sum(steps), 1.0))
@@ -145,11 +149,13 @@ def estimate(
         if d3 > 0:
             candidates.append(max(1, int(round(np.sqrt(d0 / d3)))))
         best = int(min(candidates))
+        prefill_ms = profile.prefill_time_ms(prompt)
+        # A replica cannot batch more requests than it has at a time.
+        best = min(best, _concurrency(arrival, prefill_ms, steps, profile, best, num_replicas))
         batch_size[k] = best
         share_ms = (d0 + d1 * best + d3 * best**2) / best
         batches = np.arange(1, limits.max_num_seqs + 1)
         min_share_ms = float(np.min((d0 + d1 * batches + d3 * batches**2) / batches))
-        prefill_ms = profile.prefill_time_ms(prompt)
         full_iteration_ms = profile.decode_time_ms(best, best * mean_context)
         # Prefill work when prompts are chunked into iterations of the cheapest size.
         chunked_prefill_ms = (
@@ -183,6 +189,18 @@ def estimate(
         eligible=eligible,
         batch_size=batch_size,
     )
+
+
+def _concurrency(arrival_s: np.ndarray, prefill_ms: np.ndarray, steps: np.ndarray, profile: Profile, batch: int, num_replicas: int) -> int:
+    """Requests a replica holds at once, on average: n / m for an offline batch; with
+    arrivals, Little's law: arrival rate per replica x latency at `batch` (an upper
+    estimate, as latency only shrinks with the batch)."""
+    n = len(arrival_s)
+    duration_s = float(arrival_s.max() - arrival_s.min()) if n else 0.0
+    if duration_s <= 0:
+        return max(1, int(np.ceil(n / num_replicas)))
+    latency_s = float(np.mean(prefill_ms + steps * profile.decode_time_ms(batch, batch * 1.0))) * MS
+    return max(1, int(np.ceil(n / duration_s / num_replicas * latency_s)))
 
 
 def prefill_ms_per_token(profile: Profile, budget_tokens: int) -> float:

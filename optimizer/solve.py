@@ -56,6 +56,8 @@ HEURISTICS: dict[str, str] = {
 PER_REQUEST_LIMIT = 20_000
 PER_REQUEST_MAX_PER_REPLICA = 10
 FORMULATIONS = ("auto", "per-request", "class")
+#: Share of the time limit given to CP-SAT as deterministic work units (about seconds).
+DETERMINISTIC_SHARE = 0.7
 
 
 def solvers() -> dict[str, str]:
@@ -130,7 +132,8 @@ def solve(
         estimates,
         bounds.best_s,
         solver=solver,
-        time_limit_s=time_limit_s - (time.perf_counter() - started),
+        time_limit_s=time_limit_s,
+        started=started,
         formulation=formulation,
         seed=seed,
         num_workers=num_workers,
@@ -180,13 +183,17 @@ def optimize(
     *,
     solver: str,
     time_limit_s: float,
+    started: float | None = None,
     formulation: str = "auto",
     seed: int = 0,
     num_workers: int = 8,
     progress: Progress | None = None,
 ) -> Optimized:
-    """The planner of the module docstring on per-request estimates (any kind of jobs)."""
-    started = time.perf_counter()
+    """The planner of the module docstring on per-request estimates (any kind of jobs).
+
+    The time limit counts from `started` (a `time.perf_counter()` value; default now).
+    """
+    started = time.perf_counter() if started is None else started
     work = np.where(estimates.eligible, estimates.work_s, np.inf)
     if solver in HEURISTICS:
         assignment = _heuristic(solver, work, estimates)
@@ -210,7 +217,17 @@ def optimize(
             classes = make_classes(estimates)
             model, n = class_model(estimates, classes, incumbent, lower_bound, upper)
         remaining = time_limit_s - (time.perf_counter() - started)
-        found = solve_model(model, solver, time_limit_s=max(remaining, 0.05), num_workers=num_workers, seed=seed, progress=progress)
+        found = solve_model(
+            model,
+            solver,
+            time_limit_s=max(remaining, 0.05),
+            # A fixed share of the caller's limit, not of what remains, so that the work
+            # done does not depend on how long the set-up took on this run.
+            deterministic_limit_s=DETERMINISTIC_SHARE * time_limit_s,
+            num_workers=num_workers,
+            seed=seed,
+            progress=progress,
+        )
         backend_status = found.status
         if found.values is not None:
             if chosen == "per-request":

@@ -45,7 +45,10 @@ def test_lower_bound_forms_never_exceed_the_planning_estimates():
 
 def test_a100_is_slower_at_prefill_than_at_decode_relative_to_h100():
     """Tests the mixed-fleet asymmetry the planner exploits: A100 prefill costs ~2-3x H100's, decode far less."""
-    found = estimate(_requests([4000, 50], [10, 1000]), parse_replicas("h100-tp4,a100-tp4"), np.array([10, 1000]))
+    # 128 copies of each, so that both kinds run full batches of 64.
+    outputs = np.array([10, 1000] * 128)
+    found = estimate(_requests([4000, 50] * 128, outputs), parse_replicas("h100-tp4,a100-tp4"), outputs)
+    assert found.batch_size.tolist() == [64, 64]
     prompt_heavy, decode_heavy = found.work_s[0, 1] / found.work_s[0, 0], found.work_s[1, 1] / found.work_s[1, 0]
     assert prompt_heavy > 1.8 and decode_heavy < prompt_heavy
 
