@@ -4,8 +4,10 @@
   makespan C are scaled to units of UB / 10^6 and rounded (the plan is re-scored exactly).
 - ``scip``: OR-Tools' linear solver wrapper with SCIP. (Its HiGHS engine crashed the
   process on the class MIP with OR-Tools 9.15, so it is not offered.)
-- ``cbc``: PuLP with its bundled CBC. CBC has been seen running far past its time limit,
-  so it runs in a child process that is killed at the limit plus a grace period.
+
+Both ``scip`` and ``cbc`` run in a child process that is killed at the deadline plus a
+grace period: each has been seen running far past its own limit.
+- ``cbc``: PuLP with its bundled CBC.
 
 Each returns a `BackendResult`: a status (``OPTIMAL``, ``FEASIBLE``, ``NO_SOLUTION``,
 ``INFEASIBLE``), the variable values (or None), the objective and the proven bound of C.
@@ -48,7 +50,7 @@ def available_backends() -> dict[str, str]:
     from ortools.linear_solver import pywraplp
 
     if pywraplp.Solver.CreateSolver("SCIP") is not None:
-        found["scip"] = "OR-Tools linear solver wrapper with SCIP (branch and cut)"
+        found["scip"] = "OR-Tools linear solver wrapper with SCIP (in a child process, killed at the time limit)"
     try:
         import pulp
 
@@ -70,22 +72,29 @@ def solve_model(
     progress: Progress | None = None,
 ) -> BackendResult:
     """Solve `model`; `deterministic_limit_s` (CP-SAT's work units, close to seconds) stops
-    CP-SAT at the same point on every run, `time_limit_s` is the wall-clock cap."""
+    CP-SAT at the same point on every run, `time_limit_s` is the wall-clock cap, building
+    the solver's own model included."""
     started = time.perf_counter()
+    deadline = started + time_limit_s
     if backend == "cp-sat":
         budget = time_limit_s if deterministic_limit_s is None else deterministic_limit_s
-        result = _cp_sat(model, time_limit_s, budget, num_workers, seed, progress)
+        result = _cp_sat(model, deadline, budget, num_workers, seed, progress)
     elif backend == "scip":
-        result = _linear_solver(model, backend, time_limit_s, num_workers, seed)
+        # SCIP's presolve has been seen running 20 s past its limit: a killable child.
+        result = _in_child_process(_scip, model, deadline)
     elif backend == "cbc":
-        result = _in_child_process(_pulp_cbc, model, time_limit_s)
+        result = _in_child_process(_pulp_cbc, model, deadline)
     else:  # the facade checks names first; this is a programming error
         raise ValueError(f"unknown backend {backend!r}")
     return BackendResult(result.status, result.values, result.objective, result.bound, time.perf_counter() - started)
 
 
+def _remaining(deadline: float) -> float:
+    return max(deadline - time.perf_counter(), 0.01)
+
+
 def _cp_sat(
-    model: LinearModel, time_limit_s: float, deterministic_limit_s: float, num_workers: int, seed: int, progress: Progress | None
+    model: LinearModel, deadline: float, deterministic_limit_s: float, num_workers: int, seed: int, progress: Progress | None
 ) -> BackendResult:
     from ortools.sat.python import cp_model
 
@@ -132,7 +141,7 @@ def _cp_sat(
     # stops the search first on a heavily loaded machine.
     solver.parameters.interleave_search = True
     solver.parameters.max_deterministic_time = float(deterministic_limit_s)
-    solver.parameters.max_time_in_seconds = float(time_limit_s)
+    solver.parameters.max_time_in_seconds = _remaining(deadline)
     # Stop within 0.01% of the bound, as MIP solvers do by default: proving the last
     # fraction of a percent on a class model is not worth the time limit.
     solver.parameters.relative_gap_limit = 1e-4
@@ -177,7 +186,7 @@ def _widen(cp, variable, upper: int):
     return variable
 
 
-def _linear_solver(model: LinearModel, backend: str, time_limit_s: float, num_workers: int, seed: int) -> BackendResult:
+def _scip(model: LinearModel, deadline: float) -> BackendResult:
     from ortools.linear_solver import pywraplp
 
     solver = pywraplp.Solver.CreateSolver("SCIP")
@@ -192,8 +201,7 @@ def _linear_solver(model: LinearModel, backend: str, time_limit_s: float, num_wo
             row.SetCoefficient(variables[i], a)
     solver.Minimize(variables[model.objective])
     solver.SetHint(variables, [float(v) for v in model.hint])
-    solver.SetTimeLimit(int(time_limit_s * 1000))
-    solver.SetNumThreads(num_workers)
+    solver.SetTimeLimit(int(_remaining(deadline) * 1000))
     status = solver.Solve()
     if status in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         values = np.array([v.solution_value() for v in variables])
@@ -204,7 +212,7 @@ def _linear_solver(model: LinearModel, backend: str, time_limit_s: float, num_wo
     return BackendResult("NO_SOLUTION", None, np.inf, -np.inf, 0.0)
 
 
-def _pulp_cbc(model: LinearModel, time_limit_s: float) -> BackendResult:
+def _pulp_cbc(model: LinearModel, deadline: float) -> BackendResult:
     import pulp
 
     problem = pulp.LpProblem("makespan", pulp.LpMinimize)
@@ -224,7 +232,7 @@ def _pulp_cbc(model: LinearModel, time_limit_s: float) -> BackendResult:
                 problem += (expr >= lo, f"r{number}l")
     for variable, value in zip(variables, model.hint):
         variable.setInitialValue(value)
-    status = problem.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, warmStart=True, threads=1))
+    status = problem.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=_remaining(deadline), warmStart=True, threads=1))
     values = np.array([v.value() if v.value() is not None else np.nan for v in variables], dtype=float)
     if pulp.LpStatus[status] == "Infeasible":
         return BackendResult("INFEASIBLE", None, np.inf, np.inf, 0.0)
@@ -235,23 +243,23 @@ def _pulp_cbc(model: LinearModel, time_limit_s: float) -> BackendResult:
     return BackendResult(name, values, values[model.objective], bound, 0.0)
 
 
-def _child(connection, function, model, time_limit_s) -> None:
+def _child(connection, function, model, deadline) -> None:
     os.setpgrp()  # its own process group, so the solver it starts dies with it
     try:
-        connection.send(function(model, time_limit_s))
+        connection.send(function(model, deadline))
     except Exception as exc:  # reported to the parent, which decides
         connection.send(exc)
 
 
-def _in_child_process(function, model: LinearModel, time_limit_s: float) -> BackendResult:
-    """Run `function(model, time_limit_s)` in a child process killed at the limit plus grace."""
+def _in_child_process(function, model: LinearModel, deadline: float) -> BackendResult:
+    """Run `function(model, deadline)` in a child process killed at the deadline plus grace."""
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(send, function, model, time_limit_s), daemon=True)
+    child = context.Process(target=_child, args=(send, function, model, deadline), daemon=True)
     child.start()
     send.close()
     result = None
-    if receive.poll(time_limit_s + KILL_GRACE_S):
+    if receive.poll(max(deadline - time.perf_counter(), 0.0) + KILL_GRACE_S):
         try:
             result = receive.recv()
         except EOFError:
