@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 from optimizer.backends import available_backends
+
+# The same examples on every run, so a CI failure can be reproduced; run with
+# HYPOTHESIS_PROFILE=explore to draw new ones.
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 BACKENDS = sorted(available_backends())
 
