@@ -75,11 +75,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         files = make_files(Path(tmp), args.rows)
-        print(f"| format | rows | file MB | load_trace s | pandas.read_csv s | ratio |")
-        print(f"|---|---:|---:|---:|---:|---:|")
+        print("| format | rows | file MB | load_trace s | pandas.read_csv s | ratio |")
+        print("|---|---:|---:|---:|---:|---:|")
         for name, path in files.items():
-            loaded = best_of(args.repeats, lambda: load_trace(path))
-            bare = best_of(args.repeats, lambda: pd.read_csv(path))
+            loaded = best_of(args.repeats, lambda path=path: load_trace(path))
+            bare = best_of(args.repeats, lambda path=path: pd.read_csv(path))
             assert load_trace(path).num_requests == args.rows
             mb = path.stat().st_size / 1e6
             print(f"| {name} | {args.rows:,} | {mb:.0f} | {loaded:.2f} | {bare:.2f} | {loaded / bare:.2f} |")

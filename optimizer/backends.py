@@ -122,7 +122,7 @@ def _cp_sat(
     # The incumbent's C after rounding the coefficients: it may be a unit or so above UB,
     # and the hint must stay feasible for CP-SAT to start from it.
     needed = hint_c = int(np.ceil(model.hint[c] / unit))
-    for index, coef, lo, hi in model.rows:
+    for index, coef, _, hi in model.rows:
         at = np.flatnonzero(index == c)
         if len(at) and np.isfinite(hi):
             others = np.flatnonzero(index != c)
