@@ -22,6 +22,7 @@ from rich.table import Table
 
 import optimizer
 from optimizer.errors import OptimizerError
+from optimizer.files import atomic_output
 from optimizer.pcmax import read_pcmax, solve_pcmax
 from optimizer.profile import (
     builtin_profiles,
@@ -230,6 +231,50 @@ def bounds(
     for name, value in (("work", found.work_s), ("chain", found.chain_s), ("pcmax", found.pcmax_s)):
         bound_table.add_row(name, f"{value:,.2f}", "binds" if name == found.binding else "")
     out.print(bound_table)
+
+
+@app.command(epilog="Example: python cli.py simulate traces/sharegpt_batch_2k.csv --plan plan.csv --dispatch plan --out requests.csv")
+def simulate(
+    trace: TraceArg,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Per-request CSV to write (request_id, replica, arrival_s, start_s, first_token_s, finish_s, preemptions).")] = None,
+    summary_path: Annotated[Optional[Path], typer.Option("--summary", help="JSON summary to write (makespan_s, utilization, latency percentiles, ...).")] = None,
+    replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
+    plan: Annotated[Optional[Path], typer.Option("--plan", help="Plan CSV to follow (with --dispatch plan, the default when a plan is given).")] = None,
+    dispatch: Annotated[Optional[str], typer.Option("--dispatch", help="plan, round-robin, least-outstanding (default without a plan), least-work, random.")] = None,
+    policy: Annotated[str, typer.Option("--policy", help="Batching policy of every replica: vllm, sarathi, orca, static.")] = "sarathi",
+    format: FormatOpt = None,
+    arrival_rate: RateOpt = None,
+    seed: SeedOpt = 0,
+    model: ModelOpt = None,
+    profiles: ProfilesOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Replay a trace iteration by iteration on a cluster and report what it would really take."""
+    with user_errors():
+        loaded = _load(trace, format, arrival_rate, seed, model)
+        cluster = optimizer.resolve_cluster(replicas)
+        table = optimizer.read_plan(plan) if plan is not None else None
+        chosen = dispatch or ("plan" if table is not None else "least-outstanding")
+        result = optimizer.simulate(loaded.requests, cluster, dispatch=chosen, policy=policy, plan=table, seed=seed, profiles=_profiles(profiles))
+        figures = optimizer.summary(result, loaded.requests)
+        if out_path is not None:
+            optimizer.write_simulation(result, out_path)
+        if summary_path is not None:
+            with atomic_output(summary_path) as tmp:
+                tmp.write_text(json.dumps(figures, indent=2) + "\n")
+    if quiet:
+        return
+    out.print(f"Simulated {figures['num_requests']:,} requests on {cluster.describe()} ({policy} batching, {chosen} dispatch)")
+    out.print(f"makespan {figures['makespan_s']:,.1f} s, utilization {figures['utilization']:.1%}, preemptions {figures['preemptions']:,}, replica-hours {figures['replica_hours']:.2f}")
+    table_out = Table("latency s", "p50", "p90", "p99")
+    for name in ("ttft_s", "tbt_s", "e2e_s", "queueing_s"):
+        table_out.add_row(name, *(f"{figures[name][k]:,.3f}" for k in ("p50", "p90", "p99")))
+    out.print(table_out)
+    if "slo_attainment" in figures:
+        out.print(f"SLO attainment {figures['slo_attainment']:.1%}")
+    for path in (out_path, summary_path):
+        if path is not None:
+            out.print(f"Wrote {path}")
 
 
 @app.command(epilog="Example: python cli.py solvers")

@@ -29,6 +29,7 @@ from optimizer.errors import (
     TraceError,
 )
 from optimizer.estimates import Estimates, estimate
+from optimizer.metrics import summary
 from optimizer.plan import (
     PLAN_COLUMNS,
     plan_violations,
@@ -37,6 +38,7 @@ from optimizer.plan import (
     write_plan,
 )
 from optimizer.profile import Profile, builtin_profiles, fit_profiles, read_measurements
+from optimizer.simulator import Simulation, simulate, write_simulation
 from optimizer.solve import HEURISTICS, Result, solve, solvers
 from optimizer.trace import (
     COLUMNS,
@@ -66,6 +68,7 @@ __all__ = [
     "ProfileError",
     "Replica",
     "Result",
+    "Simulation",
     "Trace",
     "TraceError",
     "builtin_profiles",
@@ -81,9 +84,12 @@ __all__ = [
     "resolve_cluster",
     "solve",
     "solvers",
+    "simulate",
+    "summary",
     "trace_bounds",
     "trace_stats",
     "validate_plan",
     "write_plan",
+    "write_simulation",
     "write_trace",
 ]

@@ -203,21 +203,28 @@ def _concurrency(arrival_s: np.ndarray, prefill_ms: np.ndarray, steps: np.ndarra
     return max(1, int(np.ceil(n / duration_s / num_replicas * latency_s)))
 
 
-def prefill_ms_per_token(profile: Profile, budget_tokens: int) -> float:
-    """Least prefill time per prompt token over iteration sizes T <= budget (chunked prefill).
+def best_chunk_tokens(profile: Profile, budget_tokens: int) -> int:
+    """Prefill tokens per iteration that cost least per token, at most the budget.
 
     The per-token cost (a0 + a1 max(T, T_r) + a2 max(0, T - T_k)) / T falls with T up to the
     kink T_k and is monotone beyond it, so the least is at min(T_k, budget) or at the budget.
     """
-    sizes = {min(profile.prefill_kink_tokens, budget_tokens), float(budget_tokens)}
-    return min(
-        (
-            profile.prefill_base_ms
-            + profile.prefill_ms_per_token * max(size, profile.prefill_ridge_tokens)
-            + profile.prefill_ms_per_token_above_kink * max(0.0, size - profile.prefill_kink_tokens)
-        )
-        / size
-        for size in sizes
+    sizes = sorted({int(min(profile.prefill_kink_tokens, budget_tokens)), int(budget_tokens)})
+    return min(sizes, key=lambda size: (_prefill_cost_ms(profile, size) / size, size))
+
+
+def prefill_ms_per_token(profile: Profile, budget_tokens: int) -> float:
+    """Least prefill time per prompt token: at the best chunk size (see `best_chunk_tokens`)."""
+    size = best_chunk_tokens(profile, budget_tokens)
+    return _prefill_cost_ms(profile, size) / size
+
+
+def _prefill_cost_ms(profile: Profile, tokens: float) -> float:
+    """Prefill iteration time without the per-prompt and attention terms."""
+    return (
+        profile.prefill_base_ms
+        + profile.prefill_ms_per_token * max(tokens, profile.prefill_ridge_tokens)
+        + profile.prefill_ms_per_token_above_kink * max(0.0, tokens - profile.prefill_kink_tokens)
     )
 
 

@@ -1,0 +1,386 @@
+"""Iteration-level serving simulator: a trace replayed on a cluster with continuous batching.
+
+Each replica is an engine that runs iterations one after another. An iteration runs prefill
+chunks and one decode token for each decoding sequence, and takes (performance profile,
+`optimizer.profile`; P = tokens of the prompt already prefilled, L = chunk length):
+
+    t_iter = [a0 + a1 max(T, T_r) + a2 max(0, T - T_k) + a3 sum((P + L)^2 - P^2) + a4 #chunks]   if prefill (T = sum L)
+           + [d0 + d1 B + d2 C + d3 B^2]                                                        if B sequences decode (C = their KV tokens)
+
+- A request's first token comes from the iteration that completes its prefill; each other
+  token takes one decode iteration. It finishes with its last token.
+- KV cache is allocated in blocks: a request is admitted when its prompt fits in the free
+  blocks; when a decode step needs a block and none is free, the most recently admitted
+  running request is preempted (its blocks freed, its prompt and generated tokens
+  recomputed later) and the preemption is counted.
+- Runs of identical decode iterations (nothing to admit, nothing finishing, no arrival) are
+  fast-forwarded in closed form: k iterations of B sequences take
+  k (d0 + d1 B + d3 B^2 + d2 C) + d2 B k (k - 1) / 2.
+- Dispatch (`optimizer.dispatch`) places each request on a replica at its arrival, looking
+  at the replicas as they are at their first iteration boundary at or after that time.
+- Deterministic: arrivals in (time, trace order); replicas advance in cluster order; no
+  random state but the dispatch policy's own seeded generator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from optimizer.batching import POLICIES, Iteration
+from optimizer.cluster import Cluster, EngineLimits, Replica
+from optimizer.errors import OptimizerError
+from optimizer.estimates import (
+    Estimates,
+    best_chunk_tokens,
+    estimate,
+    planning_lengths,
+    profile_for,
+)
+from optimizer.profile import Profile
+
+MS = 1e-3
+
+
+class Sequence:
+    """A request inside a replica."""
+
+    __slots__ = ("row", "prompt", "output", "arrival", "prefill_need", "prefilled", "generated", "kv_tokens",
+                 "blocks", "start", "first_token", "finish", "preemptions", "admitted", "queue_key")
+
+    def __init__(self, row: int, prompt: int, output: int, arrival: float, queue_key: float):
+        self.row, self.prompt, self.output, self.arrival = row, prompt, output, arrival
+        self.prefill_need = prompt  # tokens to (re)compute before decoding
+        self.prefilled = 0
+        self.generated = 0
+        self.kv_tokens = 0
+        self.blocks = 0
+        self.start = math.nan
+        self.first_token = math.nan
+        self.finish = math.nan
+        self.preemptions = 0
+        self.admitted = -1  # admission counter, for choosing whom to preempt
+        self.queue_key = queue_key  # waiting-queue order (arrival, or plan order)
+
+    @property
+    def prefill_left(self) -> int:
+        return self.prefill_need - self.prefilled
+
+    @property
+    def decoding(self) -> bool:
+        return self.prefilled >= self.prefill_need and self.generated < self.output
+
+
+class Engine:
+    """One replica: waiting queue, running sequences, KV blocks, clock."""
+
+    def __init__(self, replica: Replica, profile: Profile, policy, keep_finished: bool):
+        self.replica = replica
+        self.limits: EngineLimits = replica.limits
+        self.profile = profile
+        self.policy = policy
+        self.keep_finished = keep_finished  # static batching pads finished members
+        self.total_blocks = replica.kv_capacity_tokens // self.limits.block_size_tokens
+        self.chunk_tokens = best_chunk_tokens(profile, self.limits.max_num_batched_tokens)
+        self.free_blocks = self.total_blocks
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.running_set: set[Sequence] = set()
+        self.clock = 0.0
+        self.busy_s = 0.0
+        self.iterations = 0
+        self.admissions = 0
+        self.finished: list[Sequence] = []
+        self.last_finish = 0.0
+
+    # -- queries used by the batching policies --------------------------------------
+
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.limits.block_size_tokens)
+
+    def can_admit(self, seq: Sequence, extra_blocks: int = 0) -> bool:
+        return self.blocks_for(seq.prefill_need + 1) <= self.free_blocks - extra_blocks
+
+    def waiting_in_order(self):
+        return iter(self.waiting)
+
+    def decoding(self):
+        return (s for s in self.running if s.decoding)
+
+    def partial_prefills(self) -> list[Sequence]:
+        return [s for s in self.running if s.prefilled < s.prefill_need]
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.waiting) + sum(1 for s in self.running if math.isnan(s.finish))
+
+    # -- mechanics -----------------------------------------------------------------
+
+    def enqueue(self, seq: Sequence, now: float) -> None:
+        # Keep the waiting queue sorted by queue_key (plans may order out of arrival order).
+        if self.waiting and seq.queue_key < self.waiting[-1].queue_key:
+            items = sorted([*self.waiting, seq], key=lambda s: s.queue_key)
+            self.waiting = deque(items)
+        else:
+            self.waiting.append(seq)
+        if not self.running and self.clock < now:
+            self.clock = now  # an idle replica starts on arrival
+
+    def run_until(self, horizon: float) -> None:
+        """Run iterations that start before `horizon` (all remaining work if inf)."""
+        while self.clock < horizon:
+            iteration = self.policy.select(self)
+            if not iteration.prefill and not iteration.decode:
+                if self.running and self.keep_finished:
+                    self._retire_batch()
+                    continue
+                return  # idle until more work arrives
+            if not iteration.prefill:
+                self._decode_run(iteration.decode, horizon)
+            else:
+                self._run_once(iteration)
+
+    def _iteration_ms(self, chunks: list, batch: int, context: int) -> float:
+        p, t = self.profile, 0.0
+        if chunks:
+            tokens = sum(n for _, n in chunks)
+            attention = sum((s.prefilled + n) ** 2 - s.prefilled**2 for s, n in chunks)
+            t += (p.prefill_base_ms + p.prefill_ms_per_token * max(tokens, p.prefill_ridge_tokens)
+                  + p.prefill_ms_per_token_above_kink * max(0, tokens - p.prefill_kink_tokens)
+                  + p.prefill_attention_ms_per_token_sq * attention + p.prefill_ms_per_prompt * len(chunks))
+        if batch:
+            t += p.decode_base_ms + p.decode_ms_per_seq * batch + p.decode_ms_per_context_token * context + p.decode_ms_per_seq_sq * batch**2
+        return t
+
+    def _admit(self, seq: Sequence) -> None:
+        self.waiting.remove(seq)
+        seq.blocks = self.blocks_for(seq.prefill_need + 1)
+        self.free_blocks -= seq.blocks
+        seq.admitted = self.admissions
+        self.admissions += 1
+        if math.isnan(seq.start):
+            seq.start = self.clock
+        self.running.append(seq)
+        self.running_set.add(seq)
+
+    def _run_once(self, iteration: Iteration) -> None:
+        """One iteration with prefill chunks (and possibly decodes)."""
+        for seq, _ in iteration.prefill:
+            if seq not in self.running_set:
+                self._admit(seq)
+        decode = [s for s in iteration.decode if s.decoding]
+        self._make_room(decode)
+        decode = [s for s in decode if s in self.running_set]
+        batch, context = self._batch_shape(decode)
+        duration = self._iteration_ms(iteration.prefill, batch, context) * MS
+        end = self.clock + duration
+        for seq, tokens in iteration.prefill:
+            seq.prefilled += tokens
+            seq.kv_tokens += tokens
+            if seq.prefilled >= seq.prefill_need:
+                seq.generated += 1  # the prefill pass samples the next token
+                if math.isnan(seq.first_token):
+                    seq.first_token = end
+        for seq in decode:
+            seq.generated += 1
+            seq.kv_tokens += 1
+        self._advance(duration)
+        self._finish([s for s, _ in iteration.prefill] + decode, end)
+
+    def _batch_shape(self, decode: list[Sequence]) -> tuple[int, int]:
+        if self.keep_finished and decode:  # padded static batch: every member costs
+            return len(self.running), sum(s.kv_tokens for s in self.running)
+        return len(decode), sum(s.kv_tokens for s in decode)
+
+    def _decode_run(self, decode: list[Sequence], horizon: float) -> None:
+        """k identical decode iterations in closed form (see the module docstring)."""
+        self._make_room(decode, steps=1)
+        decode = [s for s in decode if s in self.running_set and s.decoding]
+        if not decode:
+            return
+        batch, context = self._batch_shape(decode)
+        p = self.profile
+        base_ms = p.decode_base_ms + p.decode_ms_per_seq * batch + p.decode_ms_per_seq_sq * batch**2 + p.decode_ms_per_context_token * context
+        growth_ms = p.decode_ms_per_context_token * len(decode)  # context added per iteration
+        k = min(s.output - s.generated for s in decode)
+        if math.isfinite(horizon):
+            # The smallest k whose iterations reach the horizon: growth k^2/2 + (base - growth/2) k >= gap.
+            gap_ms = (horizon - self.clock) / MS
+            a, b = growth_ms / 2, base_ms - growth_ms / 2
+            reach = gap_ms / b if a == 0 else (-b + math.sqrt(b * b + 4 * a * gap_ms)) / (2 * a)
+            k = min(k, max(1, math.ceil(reach - 1e-9)))
+        k = max(1, min(k, self._steps_that_fit(decode, k)))
+        duration = (k * base_ms + growth_ms * k * (k - 1) / 2) * MS
+        for seq in decode:
+            seq.generated += k
+            seq.kv_tokens += k
+            seq.blocks = max(seq.blocks, self.blocks_for(seq.kv_tokens + 1))
+        self.free_blocks = self.total_blocks - sum(s.blocks for s in self.running)
+        self._advance(duration, iterations=k)
+        self._finish(decode, self.clock)
+
+    def _steps_that_fit(self, decode: list[Sequence], most: int) -> int:
+        """Most decode steps (up to `most`) before some sequence needs a block that is not free."""
+        tokens = np.array([s.kv_tokens for s in decode])
+        held = np.array([s.blocks for s in decode])
+        block = self.limits.block_size_tokens
+
+        def needed(k: int) -> int:
+            return int(np.maximum(-(-(tokens + k + 1) // block) - held, 0).sum())
+
+        if needed(most) <= self.free_blocks:
+            return most
+        if needed(1) > self.free_blocks:
+            return 1
+        low, high = 1, most  # needed(low) fits, needed(high) does not
+        while low < high - 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if needed(middle) <= self.free_blocks else (low, middle)
+        return low
+
+    def _make_room(self, decode: list[Sequence], steps: int = 1) -> None:
+        """Preempt the most recently admitted requests until one decode step fits."""
+        while True:
+            active = [s for s in decode if s in self.running_set]
+            need = sum(max(self.blocks_for(s.kv_tokens + steps + 1) - s.blocks, 0) for s in active)
+            if need <= self.free_blocks or len(self.running) <= 1:
+                for s in active:
+                    grow = max(self.blocks_for(s.kv_tokens + steps + 1) - s.blocks, 0)
+                    s.blocks += grow
+                    self.free_blocks -= grow
+                return
+            victim = max((s for s in self.running if math.isnan(s.finish)), key=lambda s: s.admitted)
+            self._preempt(victim)
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.running_set.discard(seq)
+        self.free_blocks += seq.blocks
+        seq.blocks = 0
+        seq.preemptions += 1
+        # Recompute: the prompt and every generated token are prefilled again.
+        seq.prefill_need = seq.prompt + seq.generated
+        seq.prefilled = 0
+        seq.kv_tokens = 0
+        self.waiting.appendleft(seq)
+
+    def _advance(self, duration_s: float, iterations: int = 1) -> None:
+        self.clock += duration_s
+        self.busy_s += duration_s
+        self.iterations += iterations
+
+    def _finish(self, candidates: list[Sequence], end: float) -> None:
+        done = [s for s in candidates if s.generated >= s.output and math.isnan(s.finish) and s in self.running_set]
+        for seq in done:
+            seq.finish = end
+            self.finished.append(seq)
+            self.last_finish = max(self.last_finish, end)
+            if not self.keep_finished:
+                self._release(seq)
+
+    def _release(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.running_set.discard(seq)
+        self.free_blocks += seq.blocks
+        seq.blocks = 0
+
+    def _retire_batch(self) -> None:
+        for seq in list(self.running):
+            self._release(seq)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Per-request results and per-replica counters of one simulation."""
+
+    requests: pd.DataFrame  # request_id, replica, arrival_s, start_s, first_token_s, finish_s, preemptions
+    replicas: pd.DataFrame  # replica, busy_s, iterations, last_finish_s, requests
+    policy: str
+    dispatch: str
+
+
+def simulate(
+    requests: pd.DataFrame,
+    cluster: Cluster,
+    *,
+    dispatch: str = "least-outstanding",
+    policy: str = "sarathi",
+    plan: pd.DataFrame | None = None,
+    seed: int = 0,
+    profiles: dict | None = None,
+    estimates: Estimates | None = None,
+) -> Simulation:
+    """Replay `requests` (with their actual output lengths) on `cluster`."""
+    from optimizer.dispatch import make_dispatcher
+
+    if policy not in POLICIES:
+        raise OptimizerError(f"Unknown batching policy {policy!r}; choose one of: {', '.join(POLICIES)}.")
+    output = requests["output_tokens"]
+    if output.isna().any():
+        request_id = requests["request_id"][output.isna()].iloc[0]
+        raise OptimizerError(f"Request {request_id!r} has no output_tokens; the simulator runs actual lengths.")
+    estimates = estimates or estimate(requests, cluster, planning_lengths(requests), profiles=profiles)
+    dispatcher = make_dispatcher(dispatch, requests, cluster, estimates, plan=plan, seed=seed)
+    keep_finished = policy == "static"
+    engines = [Engine(r, profile_for(r, profiles), POLICIES[policy](), keep_finished) for r in cluster.replicas]
+    arrival = requests["arrival_s"].to_numpy(dtype=float)
+    prompt = requests["prompt_tokens"].to_numpy(dtype=np.int64)
+    out = output.to_numpy(dtype=np.int64)
+    sequences = [None] * len(requests)
+    for j in np.argsort(arrival, kind="stable").tolist():
+        for engine in engines:
+            engine.run_until(arrival[j])
+        r = dispatcher.choose(j, engines)
+        seq = Sequence(j, int(prompt[j]), int(out[j]), float(arrival[j]), dispatcher.queue_key(j))
+        sequences[j] = (seq, r)
+        engines[r].enqueue(seq, float(arrival[j]))
+    for engine in engines:
+        engine.run_until(math.inf)
+    return _results(requests, cluster, engines, sequences, policy, dispatch)
+
+
+def _results(requests, cluster, engines, sequences, policy, dispatch) -> Simulation:
+    names = np.asarray(cluster.names, dtype=object)
+    rows = [(seq.start, seq.first_token, seq.finish, seq.preemptions, r) for seq, r in sequences]
+    start, first, finish, preemptions, replica = (np.array(column) for column in zip(*rows))
+    if np.isnan(finish).any():
+        lost = requests["request_id"].iloc[int(np.argmax(np.isnan(finish)))]
+        raise OptimizerError(f"Internal error: request {lost!r} never finished in the simulation.")
+    table = pd.DataFrame(
+        {
+            "request_id": requests["request_id"].to_numpy(),
+            "replica": names[replica],
+            "arrival_s": requests["arrival_s"].to_numpy(dtype=float),
+            "start_s": start.astype(float),
+            "first_token_s": first.astype(float),
+            "finish_s": finish.astype(float),
+            "preemptions": preemptions.astype(np.int64),
+        }
+    )
+    counts = np.bincount(replica.astype(np.int64), minlength=len(engines))
+    replicas = pd.DataFrame(
+        {
+            "replica": names,
+            "busy_s": [e.busy_s for e in engines],
+            "iterations": [e.iterations for e in engines],
+            "last_finish_s": [e.last_finish for e in engines],
+            "requests": counts,
+        }
+    )
+    return Simulation(table, replicas, policy, dispatch)
+
+
+def write_simulation(simulation: Simulation, path) -> None:
+    """Per-request CSV of a simulation (text cells protected as in plan files)."""
+    from optimizer import spreadsheet
+    from optimizer.files import atomic_output
+
+    table = simulation.requests.copy()
+    for column in ("request_id", "replica"):
+        table[column] = spreadsheet.neutralize(table[column])
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6f")

@@ -1,0 +1,144 @@
+"""Tests of the iteration-level simulator: hand-checked cases and invariants on random traces."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from optimizer import (
+    OptimizerError,
+    PlanError,
+    builtin_profiles,
+    parse_replicas,
+    simulate,
+    solve,
+    summary,
+    trace_bounds,
+)
+from optimizer.batching import POLICIES
+from optimizer.cluster import Cluster, EngineLimits, Replica
+from optimizer.dispatch import DISPATCHERS
+
+H100 = builtin_profiles()[("llama2-70b", "h100-80gb", 4)]
+
+
+def prefill_ms(tokens: int, prompts: int = 1, squares: float | None = None) -> float:
+    p = H100
+    squares = tokens**2 if squares is None else squares
+    return (p.prefill_base_ms + p.prefill_ms_per_token * max(tokens, p.prefill_ridge_tokens)
+            + p.prefill_ms_per_token_above_kink * max(0, tokens - p.prefill_kink_tokens)
+            + p.prefill_attention_ms_per_token_sq * squares + p.prefill_ms_per_prompt * prompts)
+
+
+def decode_ms(batch: int, context: int) -> float:
+    p = H100
+    return p.decode_base_ms + p.decode_ms_per_seq * batch + p.decode_ms_per_context_token * context + p.decode_ms_per_seq_sq * batch**2
+
+
+@pytest.mark.parametrize("policy", ["vllm", "sarathi", "orca"])
+def test_one_request_by_hand(policy):
+    """Tests one request (prompt 100, 3 output tokens): one prefill pass gives the first token,
+    then two decode iterations at context 100 and 101."""
+    sim = simulate(make_requests([100], [3]), parse_replicas("h100-tp4"), policy=policy)
+    row = sim.requests.iloc[0]
+    first = prefill_ms(100) / 1e3
+    assert row["start_s"] == 0 and row["first_token_s"] == pytest.approx(first)
+    assert row["finish_s"] == pytest.approx(first + (decode_ms(1, 100) + decode_ms(1, 101)) / 1e3)
+
+
+def test_two_requests_vllm_by_hand():
+    """Tests vLLM on two requests arriving together (outputs 2 and 4): one prefill of both prompts,
+    one decode at batch 2, then two at batch 1 for the longer one."""
+    sim = simulate(make_requests([100, 300], [2, 4]), parse_replicas("h100-tp4"), policy="vllm")
+    prefill = prefill_ms(400, prompts=2, squares=100**2 + 300**2)
+    both = decode_ms(2, 400)
+    finish = sim.requests["finish_s"].to_numpy()
+    assert sim.requests["first_token_s"].tolist() == pytest.approx([prefill / 1e3] * 2)
+    assert finish[0] == pytest.approx((prefill + both) / 1e3)
+    assert finish[1] == pytest.approx((prefill + both + decode_ms(1, 302) + decode_ms(1, 303)) / 1e3)
+
+
+def test_static_batch_pads_until_its_longest_member_ends():
+    """Tests static batching: the short request's slot still costs until the batch ends, and a
+    third request waits for the next batch."""
+    limits = EngineLimits(max_num_seqs=2)
+    cluster = Cluster((Replica("r0", "h100-80gb", 4, "llama2-70b", limits),))
+    sim = simulate(make_requests([100, 300, 50], [2, 4, 2]), cluster, policy="static")
+    prefill = prefill_ms(400, prompts=2, squares=100**2 + 300**2)
+    # Batch of 2 for three decode steps: contexts (100+300), (101+301), (101+302) -- the
+    # finished member's KV stays as padding.
+    batch_end = prefill + decode_ms(2, 400) + decode_ms(2, 402) + decode_ms(2, 403)
+    finish = sim.requests["finish_s"].to_numpy()
+    assert finish[1] == pytest.approx(batch_end / 1e3)
+    assert sim.requests["start_s"].iloc[2] == pytest.approx(batch_end / 1e3)
+
+
+def test_small_kv_cache_preempts_and_still_finishes_everything():
+    """Tests that a replica whose KV cache is too small for all running requests preempts
+    (recompute) and still finishes every request once."""
+    limits = EngineLimits(gpu_memory_utilization=0.84)  # leaves about 6k tokens of KV cache on llama2-70b TP2
+    cluster = Cluster((Replica("r0", "h100-80gb", 2, "llama2-70b", limits),))
+    assert cluster.replicas[0].kv_capacity_tokens < 10_000
+    requests = make_requests([1000] * 8, [600] * 8)
+    sim = simulate(requests, cluster, policy="sarathi")
+    assert sim.requests["preemptions"].sum() > 0
+    assert sim.requests["finish_s"].notna().all()
+
+
+instances = st.integers(min_value=1, max_value=25).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.integers(1, 6000), min_size=n, max_size=n),
+        st.lists(st.integers(1, 600), min_size=n, max_size=n),
+        st.lists(st.sampled_from([0.0, 0.0, 0.5, 3.0, 20.0]), min_size=n, max_size=n),
+        st.sampled_from(["h100-tp4:2", "h100-tp4:1,a100-tp4:1", "a100-tp2:1,h100-tp8:1"]),
+        st.sampled_from(sorted(POLICIES)),
+        st.sampled_from([d for d in DISPATCHERS if d != "plan"]),
+    )
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(instances)
+def test_invariants_on_random_traces(instance):
+    """Tests, for every policy and dispatch: each request finishes exactly once after it starts,
+    no KV cache is left allocated, utilization <= 1, and the makespan is at least every lower bound."""
+    prompts, outputs, arrivals, fleet, policy, dispatch = instance
+    requests, cluster = make_requests(prompts, outputs, arrivals), parse_replicas(fleet)
+    sim = simulate(requests, cluster, policy=policy, dispatch=dispatch, seed=3)
+    table = sim.requests
+    assert table["request_id"].is_unique and len(table) == len(requests)
+    assert (table["start_s"] >= table["arrival_s"] - 1e-12).all()
+    assert (table["first_token_s"] > table["start_s"]).all() and (table["finish_s"] >= table["first_token_s"]).all()
+    figures = summary(sim, requests)
+    assert 0 < figures["utilization"] <= 1 + 1e-9
+    bounds, _ = trace_bounds(requests, cluster)
+    for value in (bounds.work_s, bounds.chain_s, bounds.pcmax_s):
+        assert figures["makespan_s"] >= value * (1 - 1e-9)
+
+
+def test_following_a_plan_keeps_its_replicas_and_is_deterministic():
+    """Tests plan dispatch: every request runs where the plan put it, and two runs give the same result."""
+    requests = make_requests(list(range(100, 3100, 100)), list(range(20, 620, 20)))
+    cluster = parse_replicas("h100-tp4:2,a100-tp4:2")
+    plan = solve(requests, cluster, solver="lpt").plan
+    first = simulate(requests, cluster, dispatch="plan", plan=plan)
+    merged = first.requests.merge(plan, on="request_id", suffixes=("", "_planned"))
+    assert (merged["replica"] == merged["replica_planned"]).all()
+    assert first.requests.equals(simulate(requests, cluster, dispatch="plan", plan=plan).requests)
+
+
+def test_bad_simulation_inputs_are_clear():
+    """Tests the errors: unknown policy or dispatch, a plan without plan dispatch, a plan that does
+    not match the trace."""
+    requests, cluster = make_requests([10, 20], [5, 5]), parse_replicas("h100-tp4")
+    with pytest.raises(OptimizerError, match="Unknown batching policy 'fcfs'; choose one of: vllm, sarathi, orca, static"):
+        simulate(requests, cluster, policy="fcfs")
+    with pytest.raises(OptimizerError, match="Unknown dispatch policy 'closest'"):
+        simulate(requests, cluster, dispatch="closest")
+    plan = solve(requests, cluster, solver="lpt").plan
+    with pytest.raises(OptimizerError, match="use --dispatch plan"):
+        simulate(requests, cluster, dispatch="round-robin", plan=plan)
+    with pytest.raises(PlanError, match="1 requests of the trace are not planned"):
+        simulate(requests, cluster, dispatch="plan", plan=plan.iloc[1:].assign(order=0))
