@@ -1,7 +1,7 @@
 """Benchmark of the simulator: fidelity against the planner's estimates, and speed.
 
-    python benchmarks/simulator.py                # both sections
-    python benchmarks/simulator.py --only speed   # or: fidelity
+    python benchmarks/simulator.py                # all sections
+    python benchmarks/simulator.py --only speed   # or: fidelity, measurements
 
 Fidelity: each bundled trace is planned (SCIP, 30 s) on 4 H100-TP4 + 4 A100-TP4 llama2-70b
 replicas; the plan is then followed in the simulator under each batching policy, and the
@@ -68,12 +68,57 @@ def speed() -> None:
         print(f"| {label} | {len(requests):,} | {tokens:,} | {result.requests['finish_s'].max():,.0f} | {elapsed:.1f} | {elapsed / len(requests) * 1e6:.0f} |", flush=True)
 
 
+def measurements() -> None:
+    print("\n### Simulator against the GPU measurements (Splitwise perf_model.csv, token_size <= 256)\n")
+    print("Each point: B identical requests (prompt P, output T) on one replica, vLLM batching (one")
+    print("prefill of all B prompts, then decode). Prefill: the first token's time; decode: the mean")
+    print("iteration time after it. Points whose KV cache cannot hold B x (P + T) are skipped.\n")
+    print("| model | GPU | TP | points | skipped (KV) | prefill MAPE % | decode MAPE % | worst prefill % | worst decode % |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    from optimizer.profile import read_measurements
+
+    data = read_measurements(ROOT / "optimizer" / "data" / "splitwise_perf_model.csv")
+    data = data[data["token_size"] <= 256]
+    for (model, gpu, tp), rows in data.groupby(["model", "hardware", "tensor_parallel"]):
+        points = rows.groupby(["prompt_size", "batch_size", "token_size"])[["prompt_time", "token_time"]].median().reset_index()
+        prefill_errors, decode_errors, skipped = [], [], 0
+        for point in points.itertuples(index=False):
+            simulated = simulate_point(model, gpu, int(tp), int(point.prompt_size), int(point.batch_size), int(point.token_size))
+            if simulated is None:
+                skipped += 1
+                continue
+            prefill_errors.append(abs(simulated[0] / point.prompt_time - 1) * 100)
+            decode_errors.append(abs(simulated[1] / point.token_time - 1) * 100)
+        print(f"| {model} | {gpu} | {tp} | {len(prefill_errors)} | {skipped} | {np.mean(prefill_errors):.2f} | {np.mean(decode_errors):.2f} | "
+              f"{np.max(prefill_errors):.1f} | {np.max(decode_errors):.1f} |", flush=True)
+
+
+def simulate_point(model: str, gpu: str, tp: int, prompt: int, batch: int, tokens: int) -> tuple[float, float] | None:
+    """(prefill ms, mean decode iteration ms) of B identical requests, or None if they do not fit."""
+    from optimizer.cluster import Cluster, EngineLimits, Replica
+
+    limits = EngineLimits(max_num_seqs=batch, max_num_batched_tokens=prompt * batch)
+    replica = Replica("r", gpu, tp, model, limits)
+    if replica.kv_capacity_tokens < batch * (prompt + tokens + limits.block_size_tokens):
+        return None
+    requests = pd.DataFrame({
+        "request_id": [str(i) for i in range(batch)], "arrival_s": 0.0, "prompt_tokens": prompt,
+        "output_tokens": pd.array([tokens] * batch, dtype="Int64"), "predicted_output_tokens": pd.array([pd.NA] * batch, dtype="Int64"),
+        "model": "", "priority": 0,
+    })
+    table = simulate(requests, Cluster((replica,)), policy="vllm").requests
+    first, finish = float(table["first_token_s"].max()), float(table["finish_s"].max())
+    return first * 1e3, (finish - first) / (tokens - 1) * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["fidelity", "speed"])
+    parser.add_argument("--only", choices=["fidelity", "measurements", "speed"])
     args = parser.parse_args()
     if args.only in (None, "fidelity"):
         fidelity()
+    if args.only in (None, "measurements"):
+        measurements()
     if args.only in (None, "speed"):
         speed()
 

@@ -142,3 +142,26 @@ def test_bad_simulation_inputs_are_clear():
         simulate(requests, cluster, dispatch="round-robin", plan=plan)
     with pytest.raises(PlanError, match="1 requests of the trace are not planned"):
         simulate(requests, cluster, dispatch="plan", plan=plan.iloc[1:].assign(order=0))
+
+
+@pytest.mark.parametrize("batch", [1, 8, 32, 64])
+def test_simulated_iterations_reproduce_the_measurements(batch):
+    """Tests fidelity against the GPU measurements: B identical requests (prompt 512, output 128)
+    on llama2-70b TP4 H100 give the measured prefill and mean decode iteration times within 5%."""
+    from optimizer import read_measurements
+
+    data = read_measurements(builtin_measurements())
+    rows = data[(data["model"] == "llama2-70b") & (data["hardware"] == "h100-80gb") & (data["tensor_parallel"] == 4)
+                & (data["prompt_size"] == 512) & (data["batch_size"] == batch) & (data["token_size"] == 128)]
+    limits = EngineLimits(max_num_seqs=batch, max_num_batched_tokens=512 * batch)
+    cluster = Cluster((Replica("r", "h100-80gb", 4, "llama2-70b", limits),))
+    table = simulate(make_requests([512] * batch, [128] * batch), cluster, policy="vllm").requests
+    first, finish = table["first_token_s"].max(), table["finish_s"].max()
+    assert first * 1e3 == pytest.approx(rows["prompt_time"].median(), rel=0.05)
+    assert (finish - first) / 127 * 1e3 == pytest.approx(rows["token_time"].median(), rel=0.05)
+
+
+def builtin_measurements():
+    from importlib import resources
+
+    return resources.files("optimizer").joinpath("data", "splitwise_perf_model.csv")
