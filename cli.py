@@ -241,7 +241,7 @@ def simulate(
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
     plan: Annotated[Optional[Path], typer.Option("--plan", help="Plan CSV to follow (with --dispatch plan, the default when a plan is given).")] = None,
     dispatch: Annotated[Optional[str], typer.Option("--dispatch", help="plan, round-robin, least-outstanding (default without a plan), least-work, random.")] = None,
-    policy: Annotated[str, typer.Option("--policy", help="Batching policy of every replica: vllm, sarathi, orca, static.")] = "sarathi",
+    policy: Annotated[str, typer.Option("--policy", help="Batching policy of every replica: vllm, sarathi, orca, static, s3, uellm, slai, hybrid.")] = "sarathi",
     format: FormatOpt = None,
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,

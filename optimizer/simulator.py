@@ -50,10 +50,16 @@ class Sequence:
     """A request inside a replica."""
 
     __slots__ = ("row", "prompt", "output", "arrival", "prefill_need", "prefilled", "generated", "kv_tokens",
-                 "blocks", "start", "first_token", "finish", "preemptions", "admitted", "queue_key")
+                 "blocks", "start", "first_token", "finish", "preemptions", "admitted", "queue_key",
+                 "predicted", "tbt_target", "e2e_target", "last_token")
 
-    def __init__(self, row: int, prompt: int, output: int, arrival: float, queue_key: float):
+    def __init__(self, row: int, prompt: int, output: int, arrival: float, queue_key: float,
+                 predicted: int | None = None, tbt_target: float = math.inf, e2e_target: float = math.inf):
         self.row, self.prompt, self.output, self.arrival = row, prompt, output, arrival
+        # What length-aware policies may know: the prediction, else the actual length (oracle).
+        self.predicted = output if predicted is None else predicted
+        self.tbt_target, self.e2e_target = tbt_target, e2e_target
+        self.last_token = math.nan
         self.prefill_need = prompt  # tokens to (re)compute before decoding
         self.prefilled = 0
         self.generated = 0
@@ -78,12 +84,14 @@ class Sequence:
 class Engine:
     """One replica: waiting queue, running sequences, KV blocks, clock."""
 
-    def __init__(self, replica: Replica, profile: Profile, policy, keep_finished: bool):
+    def __init__(self, replica: Replica, profile: Profile, policy):
         self.replica = replica
         self.limits: EngineLimits = replica.limits
         self.profile = profile
         self.policy = policy
-        self.keep_finished = keep_finished  # static batching pads finished members
+        self.keep_finished = getattr(policy, "keeps_finished", False)  # static batches pad finished members
+        self.batch_steps = 0  # decode steps since the current static batch was formed
+        self.batch_limit = 0  # decode steps the current batch may take (S3)
         self.total_blocks = replica.kv_capacity_tokens // self.limits.block_size_tokens
         self.chunk_tokens = best_chunk_tokens(profile, self.limits.max_num_batched_tokens)
         self.free_blocks = self.total_blocks
@@ -121,6 +129,9 @@ class Engine:
     # -- mechanics -----------------------------------------------------------------
 
     def enqueue(self, seq: Sequence, now: float) -> None:
+        # Sorting policies (S3, UELLM) order the queue themselves; others keep the dispatch order.
+        if hasattr(self.policy, "queue_key"):
+            seq.queue_key = self.policy.queue_key(seq)
         # Keep the waiting queue sorted by queue_key (plans may order out of arrival order).
         if self.waiting and seq.queue_key < self.waiting[-1].queue_key:
             items = sorted([*self.waiting, seq], key=lambda s: s.queue_key)
@@ -136,13 +147,19 @@ class Engine:
             iteration = self.policy.select(self)
             if not iteration.prefill and not iteration.decode:
                 if self.running and self.keep_finished:
-                    self._retire_batch()
+                    self.retire_batch(evict=False)
                     continue
                 return  # idle until more work arrives
-            if not iteration.prefill:
+            if not iteration.prefill and getattr(self.policy, "stable", True):
                 self._decode_run(iteration.decode, horizon)
             else:
                 self._run_once(iteration)
+
+    def prefill_time_s(self, chunks: list) -> float:
+        return self._iteration_ms(chunks, 0, 0) * MS
+
+    def decode_time_s(self, batch: int, context: int) -> float:
+        return self._iteration_ms([], batch, context) * MS
 
     def _iteration_ms(self, chunks: list, batch: int, context: int) -> float:
         p, t = self.profile, 0.0
@@ -183,11 +200,15 @@ class Engine:
             seq.kv_tokens += tokens
             if seq.prefilled >= seq.prefill_need:
                 seq.generated += 1  # the prefill pass samples the next token
+                seq.last_token = end
                 if math.isnan(seq.first_token):
                     seq.first_token = end
         for seq in decode:
             seq.generated += 1
             seq.kv_tokens += 1
+            seq.last_token = end
+        if decode and self.keep_finished:
+            self.batch_steps += 1
         self._advance(duration)
         self._finish([s for s, _ in iteration.prefill] + decode, end)
 
@@ -207,6 +228,8 @@ class Engine:
         base_ms = p.decode_base_ms + p.decode_ms_per_seq * batch + p.decode_ms_per_seq_sq * batch**2 + p.decode_ms_per_context_token * context
         growth_ms = p.decode_ms_per_context_token * len(decode)  # context added per iteration
         k = min(s.output - s.generated for s in decode)
+        if hasattr(self.policy, "max_steps"):
+            k = min(k, self.policy.max_steps(self))
         if math.isfinite(horizon):
             # The smallest k whose iterations reach the horizon: growth k^2/2 + (base - growth/2) k >= gap.
             gap_ms = (horizon - self.clock) / MS
@@ -221,6 +244,10 @@ class Engine:
             seq.blocks = max(seq.blocks, self.blocks_for(seq.kv_tokens + 1))
         self.free_blocks = self.total_blocks - sum(s.blocks for s in self.running)
         self._advance(duration, iterations=k)
+        for seq in decode:
+            seq.last_token = self.clock
+        if self.keep_finished:
+            self.batch_steps += k
         self._finish(decode, self.clock)
 
     def _steps_that_fit(self, decode: list[Sequence], most: int) -> int:
@@ -256,7 +283,7 @@ class Engine:
             victim = max((s for s in self.running if math.isnan(s.finish)), key=lambda s: s.admitted)
             self._preempt(victim)
 
-    def _preempt(self, seq: Sequence) -> None:
+    def _preempt(self, seq: Sequence, to_back: bool = False) -> None:
         self.running.remove(seq)
         self.running_set.discard(seq)
         self.free_blocks += seq.blocks
@@ -266,9 +293,14 @@ class Engine:
         seq.prefill_need = seq.prompt + seq.generated
         seq.prefilled = 0
         seq.kv_tokens = 0
-        self.waiting.appendleft(seq)
+        if to_back:
+            self.waiting.append(seq)
+        else:
+            self.waiting.appendleft(seq)
 
     def _advance(self, duration_s: float, iterations: int = 1) -> None:
+        if hasattr(self.policy, "observe"):
+            self.policy.observe(duration_s / iterations)
         self.clock += duration_s
         self.busy_s += duration_s
         self.iterations += iterations
@@ -288,9 +320,16 @@ class Engine:
         self.free_blocks += seq.blocks
         seq.blocks = 0
 
-    def _retire_batch(self) -> None:
+    def retire_batch(self, evict: bool) -> None:
+        """End a static batch: release finished members; with `evict`, unfinished members
+        go to the back of the queue to be recomputed (S3's failure collection)."""
         for seq in list(self.running):
-            self._release(seq)
+            if math.isnan(seq.finish):
+                if evict:
+                    self._preempt(seq, to_back=True)
+            else:
+                self._release(seq)
+        self.batch_steps = 0
 
 
 @dataclass(frozen=True)
@@ -325,17 +364,21 @@ def simulate(
         raise OptimizerError(f"Request {request_id!r} has no output_tokens; the simulator runs actual lengths.")
     estimates = estimates or estimate(requests, cluster, planning_lengths(requests), profiles=profiles)
     dispatcher = make_dispatcher(dispatch, requests, cluster, estimates, plan=plan, seed=seed)
-    keep_finished = policy == "static"
-    engines = [Engine(r, profile_for(r, profiles), POLICIES[policy](), keep_finished) for r in cluster.replicas]
+    engines = [Engine(r, profile_for(r, profiles), POLICIES[policy]()) for r in cluster.replicas]
     arrival = requests["arrival_s"].to_numpy(dtype=float)
     prompt = requests["prompt_tokens"].to_numpy(dtype=np.int64)
     out = output.to_numpy(dtype=np.int64)
+    # Length-aware policies see predictions where the trace has them, else actual lengths.
+    predicted = requests["predicted_output_tokens"].astype(object).where(requests["predicted_output_tokens"].notna(), None).tolist() if "predicted_output_tokens" in requests else [None] * len(requests)
+    tbt = requests["tbt_target_s"].fillna(np.inf).to_numpy(dtype=float) if "tbt_target_s" in requests else np.full(len(requests), np.inf)
+    e2e = requests["e2e_target_s"].fillna(np.inf).to_numpy(dtype=float) if "e2e_target_s" in requests else np.full(len(requests), np.inf)
     sequences = [None] * len(requests)
     for j in np.argsort(arrival, kind="stable").tolist():
         for engine in engines:
             engine.run_until(arrival[j])
         r = dispatcher.choose(j, engines)
-        seq = Sequence(j, int(prompt[j]), int(out[j]), float(arrival[j]), dispatcher.queue_key(j))
+        seq = Sequence(j, int(prompt[j]), int(out[j]), float(arrival[j]), dispatcher.queue_key(j),
+                       predicted=None if predicted[j] is None else int(predicted[j]), tbt_target=float(tbt[j]), e2e_target=float(e2e[j]))
         sequences[j] = (seq, r)
         engines[r].enqueue(seq, float(arrival[j]))
     for engine in engines:

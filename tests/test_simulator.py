@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from conftest import make_requests
 from hypothesis import given, settings
@@ -133,7 +134,7 @@ def test_bad_simulation_inputs_are_clear():
     """Tests the errors: unknown policy or dispatch, a plan without plan dispatch, a plan that does
     not match the trace."""
     requests, cluster = make_requests([10, 20], [5, 5]), parse_replicas("h100-tp4")
-    with pytest.raises(OptimizerError, match="Unknown batching policy 'fcfs'; choose one of: vllm, sarathi, orca, static"):
+    with pytest.raises(OptimizerError, match="Unknown batching policy .fcfs.; choose one of: vllm, sarathi, orca, static, s3, uellm, slai, hybrid"):
         simulate(requests, cluster, policy="fcfs")
     with pytest.raises(OptimizerError, match="Unknown dispatch policy 'closest'"):
         simulate(requests, cluster, dispatch="closest")
@@ -165,3 +166,49 @@ def builtin_measurements():
     from importlib import resources
 
     return resources.files("optimizer").joinpath("data", "splitwise_perf_model.csv")
+
+
+def _one_replica(**limits):
+    return Cluster((Replica("r", "h100-80gb", 4, "llama2-70b", EngineLimits(**limits)),))
+
+
+def test_s3_batches_by_length_bucket_and_recomputes_mispredictions():
+    """Tests S3: requests run in order of predicted length, one micro-batch per length bucket,
+    and a request that outruns its prediction is evicted at the batch's end and recomputed."""
+    requests = make_requests([100, 100, 100], [300, 30, 200])
+    requests["predicted_output_tokens"] = pd.array([300, 10, 200], dtype="Int64")  # the 30 is mispredicted
+    table = simulate(requests, parse_replicas("h100-tp4"), policy="s3").requests
+    preemptions = table["preemptions"].tolist()
+    assert preemptions[0] == preemptions[2] == 0 and preemptions[1] >= 1  # prediction doubles per failure
+    # Short bucket first; its mispredicted member is recomputed after the other batches.
+    assert table["start_s"].iloc[2] < table["start_s"].iloc[0]
+    assert table["finish_s"].iloc[1] > table["finish_s"].iloc[0] > table["finish_s"].iloc[2]
+
+
+def test_uellm_opens_a_new_batch_when_padding_waste_is_too_high():
+    """Tests SLO-ODBS: lengths 100 and 105 share a batch, 5000 opens its own
+    ((5000 - 105) x 3 x 1.2 > 15000)."""
+    table = simulate(make_requests([50, 50, 50], [100, 105, 5000]), parse_replicas("h100-tp4"), policy="uellm").requests
+    assert table["start_s"].iloc[0] == table["start_s"].iloc[1] == 0
+    assert table["start_s"].iloc[2] == pytest.approx(table["finish_s"].iloc[1])
+
+
+def test_slai_prefills_the_shortest_prompt_first():
+    """Tests SLAI: of two prompts arriving together, the shorter gets its first token first."""
+    table = simulate(make_requests([1000, 100], [5, 5]), parse_replicas("h100-tp4"), policy="slai").requests
+    assert table["first_token_s"].iloc[1] < table["first_token_s"].iloc[0]
+
+
+def test_hybrid_rule_inserts_prefill_only_when_it_pays(monkeypatch):
+    """Tests the Lagrangian rule: with a zero price a newcomer waits until decoding ends; with a
+    huge price it behaves like vLLM's prefill-first."""
+    from optimizer.batching import Hybrid
+
+    requests = make_requests([500, 500], [200, 50], arrivals=[0.0, 1.0])
+    cluster = parse_replicas("h100-tp4")
+    monkeypatch.setattr(Hybrid, "lagrange", 0.0)
+    patient = simulate(requests, cluster, policy="hybrid").requests
+    assert patient["start_s"].iloc[1] >= patient["finish_s"].iloc[0] - 1e-9
+    monkeypatch.setattr(Hybrid, "lagrange", 1e9)
+    eager = simulate(requests, cluster, policy="hybrid").requests
+    assert eager.equals(simulate(requests, cluster, policy="vllm").requests)
