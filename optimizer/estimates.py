@@ -23,6 +23,10 @@ holding C tokens of KV cache, and prefill(p) its prefill time alone:
 - latency_jk = prefill(p) + (o - 1) * decode(B*, B* c_bar): the time it holds a batch slot
   (its first token comes from the prefill pass, each other token takes one full iteration).
 - kv_tokens_jk = p + o rounded up to whole blocks: its KV-cache footprint when it finishes.
+- drain_k = o_bar x (d0 / 2 - d3 B*^2 / 6): when a replica's queue empties, its batch
+  shrinks from B* to 0 over about o_bar (mean decode steps) iterations, and each of them
+  costs d0 + d1 B + d3 B^2 where the work shares charge B s(B*); integrating the
+  difference over a linearly shrinking batch gives this extra time.
 
 Lower-bound counterparts, valid for any schedule under this model (all coefficients are
 non-negative, so dropping terms only lowers a time):
@@ -74,6 +78,8 @@ class Estimates:
     eligible: np.ndarray
     #: Best sustainable batch B*_k per kind.
     batch_size: np.ndarray  # (kinds,)
+    #: Extra time a replica of each kind takes to drain its last full batch (kinds,).
+    drain_s: np.ndarray = None  # type: ignore[assignment]
 
     @property
     def num_replicas_of_kind(self) -> np.ndarray:
@@ -140,6 +146,7 @@ def estimate(
     kv_tokens = np.empty(shape, dtype=np.int64)
     eligible = np.empty(shape, dtype=bool)
     batch_size = np.empty(num_kinds)
+    drain = np.zeros(num_kinds)
     for k, replica in enumerate(first_of_kind):
         profile = profile_for(replica, profiles)
         limits = replica.limits
@@ -153,6 +160,9 @@ def estimate(
         # A replica cannot batch more requests than it has at a time.
         best = min(best, _concurrency(arrival, prefill_ms, steps, profile, best, num_replicas))
         batch_size[k] = best
+        # Draining: the batch shrinks from B* to 0 over the last requests' decode steps, and
+        # small batches share the fixed cost less (see the module docstring).
+        drain[k] = max(float(np.mean(steps)) * (d0 / 2 - d3 * best**2 / 6), 0.0) * MS if best > 1 else 0.0
         share_ms = (d0 + d1 * best + d3 * best**2) / best
         batches = np.arange(1, limits.max_num_seqs + 1)
         min_share_ms = float(np.min((d0 + d1 * batches + d3 * batches**2) / batches))
@@ -188,6 +198,7 @@ def estimate(
         kv_tokens=kv_tokens,
         eligible=eligible,
         batch_size=batch_size,
+        drain_s=drain,
     )
 
 

@@ -7,14 +7,16 @@ are release times (distinct arrivals, or a few quantiles of them).
 
 Estimated makespan of an assignment (what every planner is scored by)::
 
-    C = max_r max( max_{t in T} ( t + sum_{j on r, a_j >= t} w_{j k(r)} ),     load after each release
-                   max_{j on r} ( a_j + l_{j k(r)} ) )                           each request's own chain
+    C = max_r max( max_{t in T} ( t + sum_{j on r, a_j >= t} w_{j k(r)} ) + D_{k(r)},   load after each release, then the drain
+                   max_{j on r} ( a_j + l_{j k(r)} ) )                                      each request's own chain
+
+with D_k the time a replica of kind k takes to drain its last full batch.
 
 Per-request MIP (few requests)::
 
     min C
     s.t. sum_{r: k(r) in E_j} x_jr = 1                              for all j
-         t + sum_{j: a_j >= t} w_{j k(r)} x_jr <= C                 for all r, t in T
+         t + sum_{j: a_j >= t} w_{j k(r)} x_jr + D_{k(r)} <= C      for all r, t in T
          (a_j + l_{j k(r)}) x_jr <= C                               for all j, r
          LB <= C <= UB,  x_jr in {0, 1}
 
@@ -24,7 +26,7 @@ latencies L_ck. It decides how many members of each class each replica kind runs
 
     min C
     s.t. sum_{k in E_c} n_ck = N_c                                  for all c
-         t_b + sum_{c: b(c) >= b} W_ck n_ck <= m_k C                for all k, buckets b
+         t_b + sum_{c: b(c) >= b} W_ck n_ck + m_k D_k <= m_k C      for all k, buckets b
          n_ck <= N_c y_ck,  (a_c + L_ck) y_ck <= C                  where a_c + L_ck > LB
          LB <= C <= UB,  n_ck integer, y_ck in {0, 1}
 
@@ -106,7 +108,7 @@ def estimated_makespan(assignment: np.ndarray, estimates: Estimates) -> tuple[fl
     starts = np.r_[0, np.flatnonzero(np.diff(replica)) + 1]
     suffix = np.cumsum(work)
     suffix -= np.repeat(np.r_[0.0, suffix[starts[1:] - 1]], np.diff(np.r_[starts, len(order)]))
-    np.maximum.at(finish, replica, arrival + suffix)
+    np.maximum.at(finish, replica, arrival + suffix + estimates.drain_s[estimates.kind_of_replica[replica]])
     return float(finish.max()), finish
 
 
@@ -130,7 +132,7 @@ def per_request_model(estimates: Estimates, incumbent: np.ndarray, lower_bound: 
         on_r = np.flatnonzero(x[:, r] >= 0)
         for t in _release_thresholds(estimates.arrival_s[on_r]):
             later = on_r[estimates.arrival_s[on_r] >= t]
-            model.add_row(np.r_[x[later, r], model.objective], np.r_[estimates.work_s[later, k], -1.0], -np.inf, -t)
+            model.add_row(np.r_[x[later, r], model.objective], np.r_[estimates.work_s[later, k], -1.0], -np.inf, -t - estimates.drain_s[k])
     # A request's own chain ends within the makespan on the replica it gets.
     chain = estimates.arrival_s[:, None] + estimates.latency_s[:, estimates.kind_of_replica]
     for j, r in zip(*np.nonzero((x >= 0) & (chain > lower_bound))):
@@ -204,7 +206,7 @@ def class_model(
         for b, t in enumerate(classes.thresholds):
             members = np.flatnonzero((classes.bucket >= b) & (n[:, k] >= 0))
             if np.isfinite(t) and len(members):
-                model.add_row(np.r_[n[members, k], model.objective], np.r_[classes.work_s[members, k], -float(m[k])], -np.inf, -float(m[k]) * t)
+                model.add_row(np.r_[n[members, k], model.objective], np.r_[classes.work_s[members, k], -float(m[k])], -np.inf, -float(m[k]) * (t + estimates.drain_s[k]))
     # A class's longest chain ends within the makespan on any kind it uses.
     chain = classes.arrival_s[:, None] + classes.latency_s
     for c, k in zip(*np.nonzero((n >= 0) & (chain > lower_bound))):

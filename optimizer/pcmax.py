@@ -75,6 +75,7 @@ def pcmax_estimates(m: int, times: np.ndarray) -> Estimates:
         kv_tokens=np.zeros((n, 1), dtype=np.int64),
         eligible=np.ones((n, 1), dtype=bool),
         batch_size=np.ones(1),
+        drain_s=np.zeros(1),
     )
 
 

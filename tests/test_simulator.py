@@ -212,3 +212,17 @@ def test_hybrid_rule_inserts_prefill_only_when_it_pays(monkeypatch):
     monkeypatch.setattr(Hybrid, "lagrange", 1e9)
     eager = simulate(requests, cluster, policy="hybrid").requests
     assert eager.equals(simulate(requests, cluster, policy="vllm").requests)
+
+
+def test_planner_estimate_matches_the_simulated_plan_on_the_default_batch():
+    """Tests the planner's fidelity: following its plan on the bundled batch under Sarathi
+    batching, the simulated makespan is within 3% of the estimated one."""
+    from pathlib import Path
+
+    from optimizer import load_trace
+
+    requests = load_trace(Path(__file__).parent.parent / "traces" / "sharegpt_batch_2k.csv").requests
+    cluster = parse_replicas("h100-tp4:4,a100-tp4:4")
+    planned = solve(requests, cluster, solver="scip", time_limit_s=10)
+    simulated = summary(simulate(requests, cluster, dispatch="plan", plan=planned.plan), requests)["makespan_s"]
+    assert simulated == pytest.approx(planned.objective, rel=0.03)
