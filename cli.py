@@ -21,6 +21,7 @@ from rich.status import Status
 from rich.table import Table
 
 import optimizer
+from optimizer.batching import parse_options
 from optimizer.errors import OptimizerError
 from optimizer.files import atomic_output
 from optimizer.pcmax import read_pcmax, solve_pcmax
@@ -242,6 +243,7 @@ def simulate(
     plan: Annotated[Optional[Path], typer.Option("--plan", help="Plan CSV to follow (with --dispatch plan, the default when a plan is given).")] = None,
     dispatch: Annotated[Optional[str], typer.Option("--dispatch", help="plan, round-robin, least-outstanding (default without a plan), least-work, random.")] = None,
     policy: Annotated[str, typer.Option("--policy", help="Batching policy of every replica: vllm, sarathi, orca, static, s3, uellm, slai, hybrid.")] = "sarathi",
+    policy_option: Annotated[list[str], typer.Option("--policy-option", help="KEY=NUMBER option of the batching policy (repeatable), e.g. budget_tokens=256 for slai.")] = [],
     format: FormatOpt = None,
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
@@ -255,7 +257,10 @@ def simulate(
         cluster = optimizer.resolve_cluster(replicas)
         table = optimizer.read_plan(plan) if plan is not None else None
         chosen = dispatch or ("plan" if table is not None else "least-outstanding")
-        result = optimizer.simulate(loaded.requests, cluster, dispatch=chosen, policy=policy, plan=table, seed=seed, profiles=_profiles(profiles))
+        result = optimizer.simulate(
+            loaded.requests, cluster, dispatch=chosen, policy=policy, plan=table, seed=seed,
+            profiles=_profiles(profiles), policy_options=parse_options(policy_option),
+        )
         figures = optimizer.summary(result, loaded.requests)
         if out_path is not None:
             optimizer.write_simulation(result, out_path)

@@ -32,6 +32,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from optimizer.errors import OptimizerError
+
 
 @dataclass
 class Iteration:
@@ -41,7 +43,46 @@ class Iteration:
     decode: list = field(default_factory=list)
 
 
-class Vllm:
+class Policy:
+    """Base of the batching policies: named options, validated on construction.
+
+    `options` maps each option to its (least, greatest) allowed value (None: no limit);
+    the class attribute of the same name is its default.
+    """
+
+    name = ""
+    options: dict[str, tuple[float, float | None]] = {}
+
+    def __init__(self, **values: float):
+        for key, value in values.items():
+            if key not in self.options:
+                known = ", ".join(self.options) or "none"
+                raise OptimizerError(f"Policy {self.name!r} has no option {key!r}; its options: {known}.")
+            least, greatest = self.options[key]
+            default = getattr(type(self), key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(default, int) and not float(value).is_integer()):
+                raise OptimizerError(f"Option {key} of policy {self.name!r} must be a {'whole ' if isinstance(default, int) else ''}number, got {value!r}.")
+            if value < least or (greatest is not None and value > greatest):
+                bounds = f"at least {least:g}" if greatest is None else f"between {least:g} and {greatest:g}"
+                raise OptimizerError(f"Option {key} of policy {self.name!r} must be {bounds}, got {value:g}.")
+            setattr(self, key, type(default)(value))
+
+
+def parse_options(pairs: list[str]) -> dict[str, float]:
+    """KEY=VALUE strings (from the command line) as a dict of numbers."""
+    values = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        try:
+            values[key.strip()] = float(text) if sep else float("nan")
+        except ValueError:
+            raise OptimizerError(f"Policy option {pair!r} is not KEY=NUMBER.") from None
+        if not sep:
+            raise OptimizerError(f"Policy option {pair!r} is not KEY=NUMBER.")
+    return values
+
+
+class Vllm(Policy):
     name = "vllm"
 
     def select(self, engine) -> Iteration:
@@ -61,26 +102,33 @@ class Vllm:
         return Iteration(decode=list(engine.decoding()))
 
 
-class Sarathi:
+class Sarathi(Policy):
     name = "sarathi"
+    #: Tokens per iteration; 0 = the profile's cheapest chunk size.
+    chunk_tokens = 0
+    options = {"chunk_tokens": (0, None)}
 
     def select(self, engine) -> Iteration:
         decode = list(engine.decoding())
-        budget = engine.chunk_tokens - len(decode)
+        budget = (self.chunk_tokens or engine.chunk_tokens) - len(decode)
         return Iteration(prefill=_chunks(engine, budget), decode=decode)
 
 
-class Orca:
+class Orca(Policy):
     name = "orca"
+    #: Tokens per iteration; 0 = the profile's cheapest chunk size.
+    chunk_tokens = 0
+    options = {"chunk_tokens": (0, None)}
 
     def select(self, engine) -> Iteration:
-        chunks = _chunks(engine, engine.chunk_tokens)
-        budget = engine.chunk_tokens - sum(tokens for _, tokens in chunks)
+        size = self.chunk_tokens or engine.chunk_tokens
+        chunks = _chunks(engine, size)
+        budget = size - sum(tokens for _, tokens in chunks)
         decode = list(engine.decoding())[: max(budget, 0)]
         return Iteration(prefill=chunks, decode=decode)
 
 
-class Static:
+class Static(Policy):
     name = "static"
     keeps_finished = True
 
@@ -115,7 +163,7 @@ def _chunks(engine, budget: int) -> list:
     return chunks
 
 
-class S3:
+class S3(Policy):
     """S3 sequence scheduling (Zheng et al. 2023): the queue is sorted by predicted output
     length; a micro-batch takes requests of one length bucket, as many as that bucket allows
     (Variable Batch Size), and runs as a static batch until its
@@ -127,6 +175,9 @@ class S3:
     #: (predicted length up to, micro-batch size) from the paper; longer: LONG_BATCH.
     BUCKETS = ((50, 256), (100, 128), (150, 64), (200, 32))
     LONG_BATCH = 16
+    #: Prediction growth after a failure.
+    failure_growth = 2.0
+    options = {"failure_growth": (1.01, None)}
 
     def queue_key(self, seq) -> float:
         return float(seq.predicted)
@@ -149,7 +200,7 @@ class S3:
             engine.retire_batch(evict=True)
             for seq in engine.waiting:
                 if seq.preemptions and seq.generated >= seq.predicted:
-                    seq.predicted = max(2 * seq.predicted, seq.generated + 1)
+                    seq.predicted = max(int(self.failure_growth * seq.predicted), seq.generated + 1)
         chunks = []
         for seq in engine.waiting_in_order():
             first = chunks[0][0].predicted if chunks else seq.predicted
@@ -163,7 +214,7 @@ class S3:
         return Iteration(prefill=chunks)
 
 
-class Uellm:
+class Uellm(Policy):
     """UELLM's SLO-ODBS batching (He et al. 2024): the queue is sorted by 1 x SLO + 0.5 x
     predicted length; a request joins the current batch while it has fewer than
     `max_batch` members and (its predicted length - the batch's longest) x (size + 1) x 1.2
@@ -174,6 +225,7 @@ class Uellm:
     keeps_finished = True
     max_batch = 10
     waste_tokens = 15000
+    options = {"max_batch": (1, None), "waste_tokens": (0, None)}
 
     def queue_key(self, seq) -> float:
         slo = seq.e2e_target if seq.e2e_target != float("inf") else 0.0
@@ -195,7 +247,7 @@ class Uellm:
         return Iteration(prefill=chunks)
 
 
-class Slai:
+class Slai(Policy):
     """SLAI (Bari et al. 2025): each iteration fills a budget of `budget_tokens` tokens with
     at most `max_decodes` decodes, in this order: decodes past their last schedulable time
     (last token + TBT target - offset x mean iteration time; offset 5, or 10 when KV use is
@@ -208,8 +260,10 @@ class Slai:
     max_decodes = 128
     offset = 5.0
     high_kv_offset = 10.0
+    options = {"budget_tokens": (1, None), "max_decodes": (1, None), "offset": (0, None), "high_kv_offset": (0, None)}
 
-    def __init__(self):
+    def __init__(self, **values: float):
+        super().__init__(**values)
         self.mean_iteration_s = 0.05
 
     def select(self, engine) -> Iteration:
@@ -245,7 +299,7 @@ class Slai:
         self.mean_iteration_s += 0.1 * (duration_s - self.mean_iteration_s)
 
 
-class Hybrid:
+class Hybrid(Policy):
     """The hybrid offline-online paper's online rule (Pang et al. 2025; the exact rule is not
     public, this is our reading). Before each iteration, inserting the waiting prompts that
     fit (a vLLM-style prefill) is weighed:
@@ -259,6 +313,7 @@ class Hybrid:
 
     name = "hybrid"
     lagrange = 1.0
+    options = {"lagrange": (0, None)}
 
     def select(self, engine) -> Iteration:
         candidate = Vllm().select(engine)

@@ -352,8 +352,12 @@ def simulate(
     seed: int = 0,
     profiles: dict | None = None,
     estimates: Estimates | None = None,
+    policy_options: dict[str, float] | None = None,
 ) -> Simulation:
-    """Replay `requests` (with their actual output lengths) on `cluster`."""
+    """Replay `requests` (with their actual output lengths) on `cluster`.
+
+    `policy_options` set the batching policy's named options (see `optimizer.batching`).
+    """
     from optimizer.dispatch import make_dispatcher
 
     if policy not in POLICIES:
@@ -364,7 +368,8 @@ def simulate(
         raise OptimizerError(f"Request {request_id!r} has no output_tokens; the simulator runs actual lengths.")
     estimates = estimates or estimate(requests, cluster, planning_lengths(requests), profiles=profiles)
     dispatcher = make_dispatcher(dispatch, requests, cluster, estimates, plan=plan, seed=seed)
-    engines = [Engine(r, profile_for(r, profiles), POLICIES[policy]()) for r in cluster.replicas]
+    POLICIES[policy](**(policy_options or {}))  # validate the options once, before any work
+    engines = [Engine(r, profile_for(r, profiles), POLICIES[policy](**(policy_options or {}))) for r in cluster.replicas]
     arrival = requests["arrival_s"].to_numpy(dtype=float)
     prompt = requests["prompt_tokens"].to_numpy(dtype=np.int64)
     out = output.to_numpy(dtype=np.int64)

@@ -226,3 +226,18 @@ def test_planner_estimate_matches_the_simulated_plan_on_the_default_batch():
     planned = solve(requests, cluster, solver="scip", time_limit_s=10)
     simulated = summary(simulate(requests, cluster, dispatch="plan", plan=planned.plan), requests)["makespan_s"]
     assert simulated == pytest.approx(planned.objective, rel=0.03)
+
+
+def test_policy_options_are_named_and_checked():
+    """Tests that a policy's named options change its behaviour and that out-of-range or unknown
+    options are one clear error."""
+    requests, cluster = make_requests([1000, 100], [5, 5]), parse_replicas("h100-tp4")
+    small = simulate(requests, cluster, policy="slai", policy_options={"budget_tokens": 64}).requests
+    large = simulate(requests, cluster, policy="slai").requests
+    assert small["first_token_s"].iloc[0] > large["first_token_s"].iloc[0]  # 64-token chunks take longer
+    with pytest.raises(OptimizerError, match="Option budget_tokens of policy 'slai' must be at least 1, got 0"):
+        simulate(requests, cluster, policy="slai", policy_options={"budget_tokens": 0})
+    with pytest.raises(OptimizerError, match="Policy 'vllm' has no option 'budget_tokens'; its options: none"):
+        simulate(requests, cluster, policy="vllm", policy_options={"budget_tokens": 10})
+    with pytest.raises(OptimizerError, match="must be a whole number, got 1.5"):
+        simulate(requests, cluster, policy="uellm", policy_options={"max_batch": 1.5})
