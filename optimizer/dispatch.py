@@ -25,9 +25,18 @@ from optimizer.plan import validate_plan
 
 class _Dispatcher:
     def __init__(self, requests: pd.DataFrame, cluster: Cluster, estimates: Estimates):
-        self.eligible = estimates.eligible[:, estimates.kind_of_replica]  # (requests, replicas)
-        self.work = estimates.work_s[:, estimates.kind_of_replica]
+        # Per (request, kind), looked up through each replica's kind: a (requests x replicas)
+        # copy would take gigabytes on large fleets.
+        self.kind = estimates.kind_of_replica
+        self.eligible_kind = estimates.eligible
+        self.work_kind = estimates.work_s
         self.arrival = estimates.arrival_s
+
+    def eligible(self, row: int, replica: int) -> bool:
+        return bool(self.eligible_kind[row, self.kind[replica]])
+
+    def work(self, row: int, replica: int) -> float:
+        return float(self.work_kind[row, self.kind[replica]])
 
     def queue_key(self, row: int) -> float:
         return float(self.arrival[row])
@@ -42,7 +51,7 @@ class RoundRobin(_Dispatcher):
         m = len(engines)
         for step in range(m):
             r = (self.next + step) % m
-            if self.eligible[row, r]:
+            if self.eligible(row, r):
                 self.next = r + 1
                 return r
         raise AssertionError("estimates guarantee an eligible replica")
@@ -50,7 +59,7 @@ class RoundRobin(_Dispatcher):
 
 class LeastOutstanding(_Dispatcher):
     def choose(self, row, engines) -> int:
-        loads = [e.outstanding if self.eligible[row, r] else np.inf for r, e in enumerate(engines)]
+        loads = [e.outstanding if self.eligible(row, r) else np.inf for r, e in enumerate(engines)]
         return int(np.argmin(loads))
 
 
@@ -61,12 +70,12 @@ class LeastWork(_Dispatcher):
     def choose(self, row, engines) -> int:
         loads = []
         for r, engine in enumerate(engines):
-            if not self.eligible[row, r]:
+            if not self.eligible(row, r):
                 loads.append(np.inf)
                 continue
-            waiting = sum(self.work[s.row, r] for s in engine.waiting)
-            running = sum(self.work[s.row, r] * (1 - s.generated / s.output) for s in engine.running if s.generated < s.output)
-            loads.append(waiting + running + self.work[row, r])
+            waiting = sum(self.work(s.row, r) for s in engine.waiting)
+            running = sum(self.work(s.row, r) * (1 - s.generated / s.output) for s in engine.running if s.generated < s.output)
+            loads.append(waiting + running + self.work(row, r))
         return int(np.argmin(loads))
 
 
@@ -76,7 +85,7 @@ class Random(_Dispatcher):
         self.rng = np.random.default_rng(seed)
 
     def choose(self, row, engines) -> int:
-        return int(self.rng.choice(np.flatnonzero(self.eligible[row])))
+        return int(self.rng.choice(np.flatnonzero(self.eligible_kind[row][self.kind])))
 
 
 class FollowPlan(_Dispatcher):

@@ -20,11 +20,11 @@ import numpy as np
 
 def round_robin(work: np.ndarray, kind_of_replica: np.ndarray) -> np.ndarray:
     """Request j (in the given order) goes to the next replica that can run it."""
-    eligible = np.isfinite(work)[:, kind_of_replica]  # (requests, replicas)
-    groups, members = np.unique(eligible, axis=0, return_inverse=True)
+    # Group requests by the kinds they may use (few distinct rows), not by replicas.
+    groups, members = np.unique(np.isfinite(work), axis=0, return_inverse=True)
     assignment = np.empty(len(work), dtype=np.int64)
-    for g, row in enumerate(groups):
-        replicas = np.flatnonzero(row)
+    for g, kinds in enumerate(groups):
+        replicas = np.flatnonzero(kinds[kind_of_replica])
         rows = np.flatnonzero(members.ravel() == g)
         assignment[rows] = replicas[np.arange(len(rows)) % len(replicas)]
     return assignment
