@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from optimizer.backends import Progress, available_backends, solve_model
+from optimizer.backends import Progress, available_backends, lp_relaxation, solve_model
 from optimizer.bounds import Bounds, lower_bounds
 from optimizer.cluster import Cluster
 from optimizer.errors import OptimizerError
@@ -218,6 +218,10 @@ def optimize(
         else:
             classes = make_classes(estimates)
             model, n = class_model(estimates, classes, incumbent, lower_bound, upper)
+            # The LP relaxation bounds the class model's C (drains included) far better than
+            # the physical bound, so solvers can stop as soon as they are near it.
+            relaxed = lp_relaxation(model)
+            model.lower[model.objective] = min(max(model.lower[model.objective], relaxed * (1 - 1e-9)), upper)
         remaining = time_limit_s - (time.perf_counter() - started)
         found = solve_model(
             model,
