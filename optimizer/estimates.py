@@ -232,11 +232,7 @@ def prefill_ms_per_token(profile: Profile, budget_tokens: int) -> float:
 
 def _prefill_cost_ms(profile: Profile, tokens: float) -> float:
     """Prefill iteration time without the per-prompt and attention terms."""
-    return (
-        profile.prefill_base_ms
-        + profile.prefill_ms_per_token * max(tokens, profile.prefill_ridge_tokens)
-        + profile.prefill_ms_per_token_above_kink * max(0.0, tokens - profile.prefill_kink_tokens)
-    )
+    return profile.prefill_iteration_ms(tokens, 0.0, 0)
 
 
 def _check_every_request_fits(

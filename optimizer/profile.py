@@ -104,6 +104,31 @@ class Profile:
         context = _non_negative(context_tokens, "context_tokens")
         return _scalar_or_array(self._decode_ms(batch, context))
 
+    def prefill_iteration_ms(self, tokens: float, attention_tokens_sq: float, prompts: int) -> float:
+        """One prefill iteration of `tokens` prompt tokens from `prompts` prompts whose
+        attention costs `attention_tokens_sq` squared tokens (scalar form of the model,
+        for the simulator's inner loop)."""
+        if tokens <= 0:
+            return 0.0
+        return (
+            self.prefill_base_ms
+            + self.prefill_ms_per_token * max(tokens, self.prefill_ridge_tokens)
+            + self.prefill_ms_per_token_above_kink * max(0.0, tokens - self.prefill_kink_tokens)
+            + self.prefill_attention_ms_per_token_sq * attention_tokens_sq
+            + self.prefill_ms_per_prompt * prompts
+        )
+
+    def decode_iteration_ms(self, batch_size: int, context_tokens: float) -> float:
+        """Scalar form of `decode_time_ms`, for the simulator's inner loop."""
+        if batch_size <= 0:
+            return 0.0
+        return (
+            self.decode_base_ms
+            + self.decode_ms_per_seq * batch_size
+            + self.decode_ms_per_context_token * context_tokens
+            + self.decode_ms_per_seq_sq * batch_size**2
+        )
+
     def _prefill_ms(self, tokens, squares, prompts) -> np.ndarray:
         features = _prefill_features(tokens, squares, prompts, self.prefill_ridge_tokens, self.prefill_kink_tokens)
         coefficients = [

@@ -162,16 +162,9 @@ class Engine:
         return self._iteration_ms([], batch, context) * MS
 
     def _iteration_ms(self, chunks: list, batch: int, context: int) -> float:
-        p, t = self.profile, 0.0
-        if chunks:
-            tokens = sum(n for _, n in chunks)
-            attention = sum((s.prefilled + n) ** 2 - s.prefilled**2 for s, n in chunks)
-            t += (p.prefill_base_ms + p.prefill_ms_per_token * max(tokens, p.prefill_ridge_tokens)
-                  + p.prefill_ms_per_token_above_kink * max(0, tokens - p.prefill_kink_tokens)
-                  + p.prefill_attention_ms_per_token_sq * attention + p.prefill_ms_per_prompt * len(chunks))
-        if batch:
-            t += p.decode_base_ms + p.decode_ms_per_seq * batch + p.decode_ms_per_context_token * context + p.decode_ms_per_seq_sq * batch**2
-        return t
+        tokens = sum(n for _, n in chunks)
+        attention = sum((s.prefilled + n) ** 2 - s.prefilled**2 for s, n in chunks)
+        return self.profile.prefill_iteration_ms(tokens, attention, len(chunks)) + self.profile.decode_iteration_ms(batch, context)
 
     def _admit(self, seq: Sequence) -> None:
         self.waiting.remove(seq)
@@ -224,9 +217,8 @@ class Engine:
         if not decode:
             return
         batch, context = self._batch_shape(decode)
-        p = self.profile
-        base_ms = p.decode_base_ms + p.decode_ms_per_seq * batch + p.decode_ms_per_seq_sq * batch**2 + p.decode_ms_per_context_token * context
-        growth_ms = p.decode_ms_per_context_token * len(decode)  # context added per iteration
+        base_ms = self.profile.decode_iteration_ms(batch, context)
+        growth_ms = self.profile.decode_ms_per_context_token * len(decode)  # context added per iteration
         k = min(s.output - s.generated for s in decode)
         if hasattr(self.policy, "max_steps"):
             k = min(k, self.policy.max_steps(self))
