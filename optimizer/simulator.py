@@ -103,6 +103,7 @@ class Engine:
         self.iterations = 0
         self.admissions = 0
         self.finished: list[Sequence] = []
+        self.peak_blocks = 0
         self.last_finish = 0.0
 
     # -- queries used by the batching policies --------------------------------------
@@ -291,6 +292,8 @@ class Engine:
             self.waiting.appendleft(seq)
 
     def _advance(self, duration_s: float, iterations: int = 1) -> None:
+        # KV use is highest at the end of an iteration, when every block it needed is held.
+        self.peak_blocks = max(self.peak_blocks, self.total_blocks - self.free_blocks)
         if hasattr(self.policy, "observe"):
             self.policy.observe(duration_s / iterations)
         self.clock += duration_s
@@ -329,7 +332,7 @@ class Simulation:
     """Per-request results and per-replica counters of one simulation."""
 
     requests: pd.DataFrame  # request_id, replica, arrival_s, start_s, first_token_s, finish_s, preemptions
-    replicas: pd.DataFrame  # replica, busy_s, iterations, last_finish_s, requests
+    replicas: pd.DataFrame  # replica, busy_s, iterations, last_finish_s, peak_kv_tokens, kv_capacity_tokens, requests
     policy: str
     dispatch: str
 
@@ -408,6 +411,8 @@ def _results(requests, cluster, engines, sequences, policy, dispatch) -> Simulat
             "busy_s": [e.busy_s for e in engines],
             "iterations": [e.iterations for e in engines],
             "last_finish_s": [e.last_finish for e in engines],
+            "peak_kv_tokens": [e.peak_blocks * e.limits.block_size_tokens for e in engines],
+            "kv_capacity_tokens": [e.total_blocks * e.limits.block_size_tokens for e in engines],
             "requests": counts,
         }
     )

@@ -86,6 +86,7 @@ def test_small_kv_cache_preempts_and_still_finishes_everything():
     sim = simulate(requests, cluster, policy="sarathi")
     assert sim.requests["preemptions"].sum() > 0
     assert sim.requests["finish_s"].notna().all()
+    assert sim.replicas["peak_kv_tokens"].iloc[0] <= sim.replicas["kv_capacity_tokens"].iloc[0]
 
 
 instances = st.integers(min_value=1, max_value=25).flatmap(
@@ -104,7 +105,8 @@ instances = st.integers(min_value=1, max_value=25).flatmap(
 @given(instances)
 def test_invariants_on_random_traces(instance):
     """Tests, for every policy and dispatch: each request finishes exactly once after it starts,
-    no KV cache is left allocated, utilization <= 1, and the makespan is at least every lower bound."""
+    KV use never exceeds a replica's capacity, utilization <= 1, and the makespan is at least
+    every lower bound."""
     prompts, outputs, arrivals, fleet, policy, dispatch = instance
     requests, cluster = make_requests(prompts, outputs, arrivals), parse_replicas(fleet)
     sim = simulate(requests, cluster, policy=policy, dispatch=dispatch, seed=3)
@@ -112,6 +114,7 @@ def test_invariants_on_random_traces(instance):
     assert table["request_id"].is_unique and len(table) == len(requests)
     assert (table["start_s"] >= table["arrival_s"] - 1e-12).all()
     assert (table["first_token_s"] > table["start_s"]).all() and (table["finish_s"] >= table["first_token_s"]).all()
+    assert (sim.replicas["peak_kv_tokens"] <= sim.replicas["kv_capacity_tokens"]).all()
     figures = summary(sim, requests)
     assert 0 < figures["utilization"] <= 1 + 1e-9
     bounds, _ = trace_bounds(requests, cluster)
