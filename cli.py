@@ -256,6 +256,8 @@ def simulate(
         loaded = _load(trace, format, arrival_rate, seed, model)
         cluster = optimizer.resolve_cluster(replicas)
         table = optimizer.read_plan(plan) if plan is not None else None
+        if table is not None:
+            optimizer.validate_plan(table, loaded.requests, cluster, path=plan)
         chosen = dispatch or ("plan" if table is not None else "least-outstanding")
         result = optimizer.simulate(
             loaded.requests, cluster, dispatch=chosen, policy=policy, plan=table, seed=seed,
