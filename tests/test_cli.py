@@ -189,7 +189,7 @@ def test_simulate_rejects_a_plan_for_another_trace(tmp_path):
     """Tests that following a plan made for another trace is one error line naming the plan file,
     its line and the first unknown request."""
     plan = tmp_path / "plan.csv"
-    runner.invoke(app, ["solve", str(DATA / "vidur.csv"), "--solver", "lpt", "--out", str(plan), "-q"])
+    runner.invoke(app, ["solve", str(TRACES / "sharegpt_batch_2k.csv"), "--solver", "lpt", "--out", str(plan), "-q"])
     result = runner.invoke(app, ["simulate", str(DATA / "azure_2023.csv"), "--plan", str(plan)])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert f"{plan}:2: request_id: request" in result.stderr and "is not in the trace" in result.stderr
