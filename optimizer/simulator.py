@@ -24,6 +24,7 @@ chunks and one decode token for each decoding sequence, and takes (performance p
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -81,6 +82,10 @@ class Sequence:
         return self.prefilled >= self.prefill_need and self.generated < self.output
 
 
+def _queue_key(seq: Sequence) -> float:
+    return seq.queue_key
+
+
 class Engine:
     """One replica: waiting queue, running sequences, KV blocks, clock."""
 
@@ -96,6 +101,7 @@ class Engine:
         self.chunk_tokens = best_chunk_tokens(profile, self.limits.max_num_batched_tokens)
         self.free_blocks = self.total_blocks
         self.waiting: deque[Sequence] = deque()
+        self.queue_sorted = True  # waiting is in queue_key order (preemptions can break it)
         self.running: list[Sequence] = []
         self.running_set: set[Sequence] = set()
         self.clock = 0.0
@@ -135,8 +141,12 @@ class Engine:
             seq.queue_key = self.policy.queue_key(seq)
         # Keep the waiting queue sorted by queue_key (plans may order out of arrival order).
         if self.waiting and seq.queue_key < self.waiting[-1].queue_key:
-            items = sorted([*self.waiting, seq], key=lambda s: s.queue_key)
-            self.waiting = deque(items)
+            if self.queue_sorted:
+                # After the last equal key, as a stable sort of the queue plus `seq` would place it.
+                self.waiting.insert(bisect.bisect_right(self.waiting, seq.queue_key, key=_queue_key), seq)
+            else:  # a preempted request broke the order: sort everything once
+                self.waiting = deque(sorted([*self.waiting, seq], key=_queue_key))
+                self.queue_sorted = True
         else:
             self.waiting.append(seq)
         if not self.running and self.clock < now:
@@ -288,8 +298,12 @@ class Engine:
         seq.kv_tokens = 0
         if to_back:
             self.waiting.append(seq)
+            if len(self.waiting) > 1 and self.waiting[-2].queue_key > seq.queue_key:
+                self.queue_sorted = False
         else:
             self.waiting.appendleft(seq)
+            if len(self.waiting) > 1 and seq.queue_key > self.waiting[1].queue_key:
+                self.queue_sorted = False
 
     def _advance(self, duration_s: float, iterations: int = 1) -> None:
         # KV use is highest at the end of an iteration, when every block it needed is held.
