@@ -522,33 +522,22 @@ def _read_csv(path: Path, forced: str | None) -> tuple[_Rows, TraceFormat]:
             expected, line, saw = map(int, found.groups())
             raise TraceError(f"has {saw} fields but the header has {expected}.", path=path, line=line) from None
         raise TraceError(f"is not a readable CSV file ({str(exc).strip()}).", path=path) from None
-    raw = _drop_trailing_blank_rows(raw)
-    rows = _Rows(raw, str(path), np.arange(len(raw)) + 2)
-    _reject_blank_rows(rows)
-    return rows, fmt
-
-
-def _drop_trailing_blank_rows(raw: pd.DataFrame) -> pd.DataFrame:
-    """Empty lines at the end of a CSV file are not requests."""
-    if any(is_numeric_dtype(raw[c]) for c in raw.columns):
-        return raw  # a numeric column has no empty cells, so no row is blank
+    # Empty lines at the end of a CSV file are not requests; empty lines before them are errors.
     blank = _blank_rows(raw)
     end = len(raw)
     while end > 0 and blank[end - 1]:
         end -= 1
-    return raw.iloc[:end]
+    rows = _Rows(raw.iloc[:end], str(path), np.arange(end) + 2)
+    if blank[:end].any():
+        raise rows.error("is blank; every line after the header must be a request.", int(np.argmax(blank[:end])))
+    return rows, fmt
 
 
 def _blank_rows(raw: pd.DataFrame) -> np.ndarray:
+    """Rows whose every cell is empty (none when a column is numeric: it has no empty cells)."""
     if raw.empty or any(is_numeric_dtype(raw[c]) for c in raw.columns):
         return np.zeros(len(raw), dtype=bool)
     return np.logical_and.reduce([(raw[c].astype(str).str.strip() == "").to_numpy() for c in raw.columns])
-
-
-def _reject_blank_rows(rows: _Rows) -> None:
-    blank = _blank_rows(rows.raw)
-    if blank.any():
-        raise rows.error("is blank; every line after the header must be a request.", int(np.argmax(blank)))
 
 
 def _read_jsonl(path: Path, forced: str | None) -> tuple[_Rows, TraceFormat]:
