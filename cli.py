@@ -21,10 +21,19 @@ from rich.status import Status
 from rich.table import Table
 
 import optimizer
-from optimizer.batching import parse_options
+from optimizer.deviation import Deviations, parse_failure, parse_slowdown
 from optimizer.errors import OptimizerError
 from optimizer.files import atomic_output
+from optimizer.options import parse_options
 from optimizer.pcmax import read_pcmax, solve_pcmax
+from optimizer.predictor import (
+    LengthBelief,
+    fit_predictor,
+    noisy_oracle,
+    prediction_error,
+    split_history,
+    with_predictions,
+)
 from optimizer.profile import (
     builtin_profiles,
     fit_profiles,
@@ -82,6 +91,14 @@ ProfilesOpt = Annotated[
     typer.Option("--profiles", help="GPU measurements CSV (Splitwise perf_model columns) whose fits replace the built-in profiles of the same configurations."),
 ]
 TraceArg = Annotated[Path, typer.Argument(help="Trace file (CSV, JSON lines or Parquet).", show_default=False)]
+LengthErrorOpt = Annotated[
+    Optional[float],
+    typer.Option("--length-error", help="Noisy-oracle predictions: predicted = actual x lognormal error with this sigma (seeded by --seed); plans use them."),
+]
+PredictorOpt = Annotated[
+    Optional[Path],
+    typer.Option("--predictor", help="History trace (known output lengths) to fit the output-length predictor on; plans use its predictions."),
+]
 
 
 @contextmanager
@@ -96,6 +113,20 @@ def user_errors() -> Iterator[None]:
 
 def _load(path: Path, format: str | None, arrival_rate: float | None, seed: int, model: str | None) -> optimizer.Trace:
     return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model)
+
+
+def _predict(requests, length_error: float | None, history: Path | None, seed: int):
+    """The trace with the predictions plans use, and the belief about their error
+    (`optimizer.predictor`): noisy oracle, fitted predictor, or the trace's own column."""
+    if length_error is not None and history is not None:
+        raise OptimizerError("Give either --length-error or --predictor, not both.")
+    if length_error is not None:
+        predicted = noisy_oracle(requests["output_tokens"].to_numpy(dtype=float), length_error, seed)
+        return with_predictions(requests, predicted), LengthBelief.lognormal(length_error)
+    if history is not None:
+        predictor = fit_predictor(optimizer.load_trace(history).requests)
+        return with_predictions(requests, predictor.predict(requests)), predictor.belief
+    return requests, LengthBelief.exact()
 
 
 def _profiles(path: Path | None) -> dict | None:
@@ -145,6 +176,8 @@ def solve(
     solver: SolverOpt = "cp-sat",
     time_limit: TimeLimitOpt = 10.0,
     formulation: Annotated[str, typer.Option("--formulation", help="auto, per-request (one Boolean per request and replica) or class (counts per cost class and replica kind).")] = "auto",
+    length_error: LengthErrorOpt = None,
+    predictor: PredictorOpt = None,
     format: FormatOpt = None,
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
@@ -152,13 +185,18 @@ def solve(
     profiles: ProfilesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Plan a trace on a cluster and write the plan as CSV."""
+    """Plan a trace on a cluster and write the plan as CSV.
+
+    Plans use predicted output lengths where the trace has them (or --length-error /
+    --predictor make them), else the actual ones.
+    """
     with user_errors():
         loaded = _load(trace, format, arrival_rate, seed, model)
         cluster = optimizer.resolve_cluster(replicas)
+        requests, _ = _predict(loaded.requests, length_error, predictor, seed)
         with SolveProgress(enabled=not quiet and sys.stderr.isatty()) as progress:
             result = optimizer.solve(
-                loaded.requests, cluster, solver=solver, time_limit_s=time_limit, formulation=formulation,
+                requests, cluster, solver=solver, time_limit_s=time_limit, formulation=formulation,
                 seed=seed, profiles=_profiles(profiles), progress=progress,
             )
         optimizer.validate_plan(result.plan, loaded.requests, cluster)
@@ -234,16 +272,24 @@ def bounds(
     out.print(bound_table)
 
 
-@app.command(epilog="Example: python cli.py simulate traces/sharegpt_batch_2k.csv --plan plan.csv --dispatch plan --out requests.csv")
+@app.command(epilog="Examples: python cli.py simulate traces/sharegpt_batch_2k.csv --plan plan.csv --out requests.csv --summary summary.json\n\n"
+             "python cli.py simulate traces/sharegpt_batch_2k.csv --dispatch repair --length-error 0.5 --fail h100-tp4-0@100")
 def simulate(
     trace: TraceArg,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Per-request CSV to write (request_id, replica, arrival_s, start_s, first_token_s, finish_s, preemptions).")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Per-request CSV to write (request_id, replica, arrival_s, start_s, first_token_s, finish_s, preemptions, restarts).")] = None,
     summary_path: Annotated[Optional[Path], typer.Option("--summary", help="JSON summary to write (makespan_s, utilization, latency percentiles, ...).")] = None,
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
-    plan: Annotated[Optional[Path], typer.Option("--plan", help="Plan CSV to follow (with --dispatch plan, the default when a plan is given).")] = None,
-    dispatch: Annotated[Optional[str], typer.Option("--dispatch", help="plan, round-robin, least-outstanding (default without a plan), least-work, random.")] = None,
-    policy: Annotated[str, typer.Option("--policy", help="Batching policy of every replica: vllm, sarathi, orca, static, s3, uellm, slai, hybrid.")] = "sarathi",
+    plan: Annotated[Optional[Path], typer.Option("--plan", help="Plan CSV to follow (with --dispatch plan, the default when a plan is given, or repair).")] = None,
+    dispatch: Annotated[Optional[str], typer.Option("--dispatch", help="plan, repair (the plan repaired online; plans first if no --plan), round-robin, least-outstanding (default without a plan), least-work, random.")] = None,
+    dispatch_option: Annotated[list[str], typer.Option("--dispatch-option", help="KEY=NUMBER option of the repairer (repeatable): slack_s, max_moves, interval_s.")] = [],
+    policy: Annotated[str, typer.Option("--policy", help="Batching policy of every replica: vllm, sarathi, orca, static, s3, uellm, slai, hybrid ('repair' is short for --dispatch repair).")] = "sarathi",
     policy_option: Annotated[list[str], typer.Option("--policy-option", help="KEY=NUMBER option of the batching policy (repeatable), e.g. budget_tokens=256 for slai.")] = [],
+    length_error: LengthErrorOpt = None,
+    predictor: PredictorOpt = None,
+    jitter: Annotated[float, typer.Option("--jitter", help="Arrival jitter: each request arrives at max(0, planned + jitter x N(0,1)) seconds (seeded).")] = 0.0,
+    slow: Annotated[list[str], typer.Option("--slow", help="REPLICA@SECONDS:FACTOR: the replica's iterations take FACTOR times as long from then on (repeatable).")] = [],
+    fail: Annotated[list[str], typer.Option("--fail", help="REPLICA@SECONDS: the replica fails then; its requests are placed again (repeatable).")] = [],
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Seconds for the plan that --dispatch repair makes when no --plan is given.")] = 10.0,
     format: FormatOpt = None,
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
@@ -251,17 +297,33 @@ def simulate(
     profiles: ProfilesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Replay a trace iteration by iteration on a cluster and report what it would really take."""
+    """Replay a trace iteration by iteration on a cluster and report what it would really take.
+
+    The engines run the actual output lengths; plans and dispatch see the predictions.
+    """
     with user_errors():
+        if policy == "repair":
+            if dispatch not in (None, "repair"):
+                raise OptimizerError(f"--policy repair means --dispatch repair, but --dispatch {dispatch} was given.")
+            policy, dispatch = "sarathi", "repair"
         loaded = _load(trace, format, arrival_rate, seed, model)
         cluster = optimizer.resolve_cluster(replicas)
+        requests, belief = _predict(loaded.requests, length_error, predictor, seed)
+        deviations = Deviations(jitter, tuple(parse_slowdown(t) for t in slow), tuple(parse_failure(t) for t in fail), seed)
+        deviations.check(cluster)
         table = optimizer.read_plan(plan) if plan is not None else None
         if table is not None:
-            optimizer.validate_plan(table, loaded.requests, cluster, path=plan)
+            optimizer.validate_plan(table, requests, cluster, path=plan)
         chosen = dispatch or ("plan" if table is not None else "least-outstanding")
+        made_plan = ""
+        if chosen == "repair" and table is None:
+            planned = optimizer.solve(requests, cluster, time_limit_s=time_limit, seed=seed, profiles=_profiles(profiles))
+            table = planned.plan
+            made_plan = f"planned first ({planned.status}, estimated makespan {planned.objective:,.1f} s)"
         result = optimizer.simulate(
-            loaded.requests, cluster, dispatch=chosen, policy=policy, plan=table, seed=seed,
+            requests, cluster, dispatch=chosen, policy=policy, plan=table, seed=seed,
             profiles=_profiles(profiles), policy_options=parse_options(policy_option),
+            dispatch_options=parse_options(dispatch_option), deviations=deviations, belief=belief,
         )
         figures = optimizer.summary(result, loaded.requests)
         if out_path is not None:
@@ -271,8 +333,13 @@ def simulate(
                 tmp.write_text(json.dumps(figures, indent=2) + "\n")
     if quiet:
         return
-    out.print(f"Simulated {figures['num_requests']:,} requests on {cluster.describe()} ({policy} batching, {chosen} dispatch)")
+    out.print(f"Simulated {figures['num_requests']:,} requests on {cluster.describe()} ({policy} batching, {chosen} dispatch{', ' + made_plan if made_plan else ''})")
+    if length_error is not None or predictor is not None:
+        error = prediction_error(requests["predicted_output_tokens"].to_numpy(dtype=float), loaded.requests["output_tokens"].to_numpy(dtype=float))
+        out.print(f"predicted lengths: MAE {error['mae_tokens']:,.1f} tokens, {error['within_50']:.1%} within 50, {error['within_100']:.1%} within 100")
     out.print(f"makespan {figures['makespan_s']:,.1f} s, utilization {figures['utilization']:.1%}, preemptions {figures['preemptions']:,}, replica-hours {figures['replica_hours']:.2f}")
+    if figures["moved_requests"] or figures["restarted_requests"] or deviations.failures:
+        out.print(f"moved {figures['moved_requests']:,} requests, restarted {figures['restarted_requests']:,} after failures, redid {figures['redone_tokens']:,} tokens")
     table_out = Table("latency s", "p50", "p90", "p99")
     for name in ("ttft_s", "tbt_s", "e2e_s", "queueing_s"):
         table_out.add_row(name, *(f"{figures[name][k]:,.3f}" for k in ("p50", "p90", "p99")))
@@ -282,6 +349,48 @@ def simulate(
     for path in (out_path, summary_path):
         if path is not None:
             out.print(f"Wrote {path}")
+
+
+@app.command(epilog="Examples: python cli.py predict traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv\n\n"
+             "python cli.py predict traces/sharegpt_batch_2k.csv --history traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv --out predicted.csv")
+def predict(
+    trace: TraceArg,
+    history: Annotated[Optional[Path], typer.Option("--history", help="Trace with known output lengths to fit on (default: the first part of TRACE itself).")] = None,
+    holdout: Annotated[float, typer.Option("--holdout", help="Share of TRACE (by arrival) held out to measure the error when no --history is given.")] = 0.2,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write TRACE with its predicted_output_tokens (native CSV), for solve and simulate.")] = None,
+    format: FormatOpt = None,
+    arrival_rate: RateOpt = None,
+    seed: SeedOpt = 0,
+    model: ModelOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit the output-length predictor (median per model and prompt-length bucket) and report its error.
+
+    The error is the literature's: mean absolute error and the shares of predictions
+    within 50 and 100 tokens, on requests the predictor was not fitted on.
+    """
+    with user_errors():
+        loaded = _load(trace, format, arrival_rate, seed, model)
+        requests = loaded.requests
+        if history is None:
+            fitted_on, judged = split_history(requests, holdout)
+            label = f"first {1 - holdout:.0%} of {trace.name} ({len(fitted_on):,} requests)"
+        else:
+            fitted_on, judged = optimizer.load_trace(history, model=model).requests, requests
+            label = f"{history.name} ({len(fitted_on):,} requests)"
+        fitted = fit_predictor(fitted_on)
+        known = judged[judged["output_tokens"].notna()]
+        error = prediction_error(fitted.predict(known), known["output_tokens"].to_numpy(dtype=float)) if len(known) else None
+        if out_path is not None:
+            optimizer.write_trace(with_predictions(requests, fitted.predict(requests)), out_path)
+    if quiet:
+        return
+    out.print(f"Predictor fitted on {label}: {len(fitted.medians)} (model, prompt-length bucket) medians, overall median {fitted.overall_median:,.0f} tokens")
+    if error is not None:
+        out.print(f"Error on {error['requests']:,} held-out requests: MAE {error['mae_tokens']:,.1f} tokens, "
+                  f"{error['within_50']:.1%} within 50, {error['within_100']:.1%} within 100")
+    if out_path is not None:
+        out.print(f"Wrote {out_path} ({len(requests):,} requests with predicted_output_tokens)")
 
 
 @app.command(epilog="Example: python cli.py solvers")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from optimizer.errors import OptimizerError
+from optimizer.options import NamedOptions
 
 
 @dataclass
@@ -43,43 +43,8 @@ class Iteration:
     decode: list = field(default_factory=list)
 
 
-class Policy:
-    """Base of the batching policies: named options, validated on construction.
-
-    `options` maps each option to its (least, greatest) allowed value (None: no limit);
-    the class attribute of the same name is its default.
-    """
-
-    name = ""
-    options: dict[str, tuple[float, float | None]] = {}
-
-    def __init__(self, **values: float):
-        for key, value in values.items():
-            if key not in self.options:
-                known = ", ".join(self.options) or "none"
-                raise OptimizerError(f"Policy {self.name!r} has no option {key!r}; its options: {known}.")
-            least, greatest = self.options[key]
-            default = getattr(type(self), key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(default, int) and not float(value).is_integer()):
-                raise OptimizerError(f"Option {key} of policy {self.name!r} must be a {'whole ' if isinstance(default, int) else ''}number, got {value!r}.")
-            if value < least or (greatest is not None and value > greatest):
-                bounds = f"at least {least:g}" if greatest is None else f"between {least:g} and {greatest:g}"
-                raise OptimizerError(f"Option {key} of policy {self.name!r} must be {bounds}, got {value:g}.")
-            setattr(self, key, type(default)(value))
-
-
-def parse_options(pairs: list[str]) -> dict[str, float]:
-    """KEY=VALUE strings (from the command line) as a dict of numbers."""
-    values = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        try:
-            values[key.strip()] = float(text) if sep else float("nan")
-        except ValueError:
-            raise OptimizerError(f"Policy option {pair!r} is not KEY=NUMBER.") from None
-        if not sep:
-            raise OptimizerError(f"Policy option {pair!r} is not KEY=NUMBER.")
-    return values
+class Policy(NamedOptions):
+    """Base of the batching policies: named options (`optimizer.options`) and `select`."""
 
 
 class Vllm(Policy):

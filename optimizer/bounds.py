@@ -29,7 +29,7 @@ from ortools.linear_solver import pywraplp
 
 from optimizer.cluster import Cluster
 from optimizer.errors import OptimizerError
-from optimizer.estimates import Estimates, estimate, planning_lengths
+from optimizer.estimates import Estimates, estimate, hindsight_lengths
 from optimizer.profile import Profile
 
 #: Beyond this many distinct requests, the LP that finds the prices y is solved on works
@@ -63,7 +63,7 @@ def trace_bounds(
     requests: pd.DataFrame, cluster: Cluster, *, profiles: dict[tuple[str, str, int], Profile] | None = None
 ) -> tuple[Bounds, Estimates]:
     """Lower bounds of a request table on a cluster, with the estimates they come from."""
-    estimates = estimate(requests, cluster, planning_lengths(requests), profiles=profiles)
+    estimates = estimate(requests, cluster, hindsight_lengths(requests), profiles=profiles)
     return lower_bounds(estimates), estimates
 
 

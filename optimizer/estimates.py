@@ -80,6 +80,23 @@ class Estimates:
     batch_size: np.ndarray  # (kinds,)
     #: Extra time a replica of each kind takes to drain its last full batch (kinds,).
     drain_s: np.ndarray = None  # type: ignore[assignment]
+    #: Per kind: s(B*), a decode step's share of the fixed iteration cost, and d2, the
+    #: cost per token of a sequence's own context (seconds), to price other lengths.
+    decode_share_s: np.ndarray = None  # type: ignore[assignment]
+    context_s_per_token: np.ndarray = None  # type: ignore[assignment]
+
+    def work_for(self, row: int, kind: int, prompt_tokens: int, output_tokens: float, done_steps: float = 0.0) -> float:
+        """work_s of request `row` on `kind` had its output been `output_tokens` long, less
+        the decode work of its first `done_steps` decode steps (the module docstring's
+        formula: prefill + sum over decode steps i of s(B*) + d2 (p + i))."""
+        share, context = self.decode_share_s[kind], self.context_s_per_token[kind]
+
+        def decode(steps: float) -> float:
+            return steps * (share + context * prompt_tokens) + context * steps * (steps + 1) / 2
+
+        steps = max(output_tokens - 1.0, 0.0)
+        prefill = self.prefill_s[row, kind] if done_steps <= 0 else 0.0
+        return prefill + decode(steps) - decode(min(done_steps, steps))
 
     @property
     def num_replicas_of_kind(self) -> np.ndarray:
@@ -87,8 +104,18 @@ class Estimates:
 
 
 def planning_lengths(requests: pd.DataFrame) -> np.ndarray:
-    """Output lengths a plan may use: the real ones, else the predictions."""
-    output = requests["output_tokens"].fillna(requests["predicted_output_tokens"])
+    """Output lengths a plan may use: the predictions where the trace has them (what is
+    known before a request runs), else the real ones."""
+    return _lengths(requests, requests["predicted_output_tokens"].fillna(requests["output_tokens"]))
+
+
+def hindsight_lengths(requests: pd.DataFrame) -> np.ndarray:
+    """Output lengths in hindsight: the real ones where known, else the predictions. Lower
+    bounds use these, so predictions never flatter a plan."""
+    return _lengths(requests, requests["output_tokens"].fillna(requests["predicted_output_tokens"]))
+
+
+def _lengths(requests: pd.DataFrame, output: pd.Series) -> np.ndarray:
     unknown = output.isna().to_numpy()
     if unknown.any():
         request_id = requests["request_id"].iloc[int(np.argmax(unknown))]
@@ -147,6 +174,7 @@ def estimate(
     eligible = np.empty(shape, dtype=bool)
     batch_size = np.empty(num_kinds)
     drain = np.zeros(num_kinds)
+    decode_share, context_per_token = np.zeros(num_kinds), np.zeros(num_kinds)
     for k, replica in enumerate(first_of_kind):
         profile = profile_for(replica, profiles)
         limits = replica.limits
@@ -164,6 +192,7 @@ def estimate(
         # small batches share the fixed cost less (see the module docstring).
         drain[k] = max(float(np.mean(steps)) * (d0 / 2 - d3 * best**2 / 6), 0.0) * MS if best > 1 else 0.0
         share_ms = (d0 + d1 * best + d3 * best**2) / best
+        decode_share[k], context_per_token[k] = share_ms * MS, d2 * MS
         batches = np.arange(1, limits.max_num_seqs + 1)
         min_share_ms = float(np.min((d0 + d1 * batches + d3 * batches**2) / batches))
         full_iteration_ms = profile.decode_time_ms(best, best * mean_context)
@@ -199,6 +228,8 @@ def estimate(
         eligible=eligible,
         batch_size=batch_size,
         drain_s=drain,
+        decode_share_s=decode_share,
+        context_s_per_token=context_per_token,
     )
 
 

@@ -12,7 +12,10 @@ finish l_r; m replicas:
     TBT             (e_j - f_j) / (o_j - 1)             mean time between tokens (o_j > 1)
     E2E             e_j - a_j                           end-to-end latency
     queueing delay  s_j - a_j
-    replica-hours   m M / 3600
+    replica-hours   m M / 3600                          (failed replicas count until M)
+    moved           requests the dispatcher moved between queues after placing them
+    restarted       requests restarted elsewhere after their replica failed, and the KV
+                    tokens (prompt and output) they had to recompute
     SLO attainment  share of requests meeting every target they have (ttft_target_s,
                     tbt_target_s, e2e_target_s)
 
@@ -50,6 +53,10 @@ def summary(simulation: Simulation, requests: pd.DataFrame) -> dict[str, object]
         "utilization": float(replicas["busy_s"].sum() / (m * makespan)) if makespan > 0 else 0.0,
         "replica_hours": m * makespan / 3600,
         "preemptions": int(table["preemptions"].sum()),
+        "moved_requests": int(simulation.moved_requests),
+        "restarted_requests": int(simulation.restarted_requests),
+        "redone_tokens": int(simulation.redone_tokens),
+        "failed_replicas": [str(name) for name, failed in zip(replicas["replica"], replicas["failed"]) if failed],
         "idle_tail_s": {name: float(makespan - last) for name, last in zip(replicas["replica"], replicas["last_finish_s"])},
     }
     for name, values in (("ttft_s", ttft), ("tbt_s", tbt), ("e2e_s", e2e), ("queueing_s", queueing)):

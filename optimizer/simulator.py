@@ -17,9 +17,14 @@ chunks and one decode token for each decoding sequence, and takes (performance p
   fast-forwarded in closed form: k iterations of B sequences take
   k (d0 + d1 B + d3 B^2 + d2 C) + d2 B k (k - 1) / 2.
 - Dispatch (`optimizer.dispatch`) places each request on a replica at its arrival, looking
-  at the replicas as they are at their first iteration boundary at or after that time.
-- Deterministic: arrivals in (time, trace order); replicas advance in cluster order; no
-  random state but the dispatch policy's own seeded generator.
+  at the replicas as they are at their first iteration boundary at or after that time. A
+  dispatcher with an `interval_s` (the repairer) also acts every interval_s of simulated
+  time, moving requests that have not started between waiting queues.
+- Deviations (`optimizer.deviation`): real arrivals may differ from the trace's, a replica
+  may slow down (its iteration times scaled from a given time) or fail (its unfinished
+  requests dispatched again, restarted by recomputation, counted).
+- Deterministic: events in (time, kind: failure, arrival, tick; trace order); replicas
+  advance in cluster order; the only random draws are seeded (dispatch, deviations).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import pandas as pd
 
 from optimizer.batching import POLICIES, Iteration
 from optimizer.cluster import Cluster, EngineLimits, Replica
+from optimizer.deviation import Deviations
 from optimizer.errors import OptimizerError
 from optimizer.estimates import (
     Estimates,
@@ -42,6 +48,7 @@ from optimizer.estimates import (
     planning_lengths,
     profile_for,
 )
+from optimizer.predictor import LengthBelief
 from optimizer.profile import Profile
 
 MS = 1e-3
@@ -52,7 +59,7 @@ class Sequence:
 
     __slots__ = ("row", "prompt", "output", "arrival", "prefill_need", "prefilled", "generated", "kv_tokens",
                  "blocks", "start", "first_token", "finish", "preemptions", "admitted", "queue_key",
-                 "predicted", "tbt_target", "e2e_target", "last_token")
+                 "predicted", "tbt_target", "e2e_target", "last_token", "restarts")
 
     def __init__(self, row: int, prompt: int, output: int, arrival: float, queue_key: float,
                  predicted: int | None = None, tbt_target: float = math.inf, e2e_target: float = math.inf):
@@ -70,6 +77,7 @@ class Sequence:
         self.first_token = math.nan
         self.finish = math.nan
         self.preemptions = 0
+        self.restarts = 0  # times its replica failed under it
         self.admitted = -1  # admission counter, for choosing whom to preempt
         self.queue_key = queue_key  # waiting-queue order (arrival, or plan order)
 
@@ -106,11 +114,14 @@ class Engine:
         self.running_set: set[Sequence] = set()
         self.clock = 0.0
         self.busy_s = 0.0
+        self.nominal_busy_s = 0.0
         self.iterations = 0
         self.admissions = 0
         self.finished: list[Sequence] = []
         self.peak_blocks = 0
         self.last_finish = 0.0
+        self.slow_from, self.slow_factor = math.inf, 1.0
+        self.failed = False
 
     # -- queries used by the batching policies --------------------------------------
 
@@ -128,6 +139,10 @@ class Engine:
 
     def partial_prefills(self) -> list[Sequence]:
         return [s for s in self.running if s.prefilled < s.prefill_need]
+
+    @property
+    def idle(self) -> bool:
+        return not self.failed and not self.running and not self.waiting
 
     @property
     def outstanding(self) -> int:
@@ -152,9 +167,34 @@ class Engine:
         if not self.running and self.clock < now:
             self.clock = now  # an idle replica starts on arrival
 
+    def take(self, seq: Sequence) -> None:
+        """Remove a waiting (never admitted) request, for dispatch to move elsewhere."""
+        self.waiting.remove(seq)
+
+    def fail(self) -> tuple[list[Sequence], int, int]:
+        """Stop for good. Returns the unfinished requests, reset to be restarted by
+        recomputation elsewhere, how many of them had started, and the KV tokens of work
+        they lose."""
+        lost_tokens = restarted = 0
+        unfinished = [s for s in self.running if math.isnan(s.finish)] + list(self.waiting)
+        for seq in unfinished:
+            if seq.kv_tokens or seq.generated:
+                seq.restarts += 1
+                restarted += 1
+                lost_tokens += seq.kv_tokens
+            seq.prefill_need = seq.prompt + seq.generated
+            seq.prefilled = seq.kv_tokens = seq.blocks = 0
+        self.running, self.running_set, self.waiting = [], set(), deque()
+        self.free_blocks = self.total_blocks
+        self.failed = True
+        return unfinished, restarted, lost_tokens
+
+    def _scale(self) -> float:
+        return self.slow_factor if self.clock >= self.slow_from else 1.0
+
     def run_until(self, horizon: float) -> None:
         """Run iterations that start before `horizon` (all remaining work if inf)."""
-        while self.clock < horizon:
+        while self.clock < horizon and not self.failed:
             iteration = self.policy.select(self)
             if not iteration.prefill and not iteration.decode:
                 if self.running and self.keep_finished:
@@ -162,7 +202,8 @@ class Engine:
                     continue
                 return  # idle until more work arrives
             if not iteration.prefill and getattr(self.policy, "stable", True):
-                self._decode_run(iteration.decode, horizon)
+                # A run of decodes stops where a slowdown starts, to be charged at its pace.
+                self._decode_run(iteration.decode, min(horizon, self.slow_from) if self.clock < self.slow_from else horizon)
             else:
                 self._run_once(iteration)
 
@@ -197,7 +238,7 @@ class Engine:
         self._make_room(decode)
         decode = [s for s in decode if s in self.running_set]
         batch, context = self._batch_shape(decode)
-        duration = self._iteration_ms(iteration.prefill, batch, context) * MS
+        duration = self._iteration_ms(iteration.prefill, batch, context) * MS * self._scale()
         end = self.clock + duration
         for seq, tokens in iteration.prefill:
             seq.prefilled += tokens
@@ -228,8 +269,9 @@ class Engine:
         if not decode:
             return
         batch, context = self._batch_shape(decode)
-        base_ms = self.profile.decode_iteration_ms(batch, context)
-        growth_ms = self.profile.decode_ms_per_context_token * len(decode)  # context added per iteration
+        scale = self._scale()
+        base_ms = self.profile.decode_iteration_ms(batch, context) * scale
+        growth_ms = self.profile.decode_ms_per_context_token * len(decode) * scale  # context added per iteration
         k = min(s.output - s.generated for s in decode)
         if hasattr(self.policy, "max_steps"):
             k = min(k, self.policy.max_steps(self))
@@ -310,6 +352,7 @@ class Engine:
         self.peak_blocks = max(self.peak_blocks, self.total_blocks - self.free_blocks)
         if hasattr(self.policy, "observe"):
             self.policy.observe(duration_s / iterations)
+        self.nominal_busy_s += duration_s / self._scale()  # what it would have taken at full speed
         self.clock += duration_s
         self.busy_s += duration_s
         self.iterations += iterations
@@ -345,10 +388,16 @@ class Engine:
 class Simulation:
     """Per-request results and per-replica counters of one simulation."""
 
-    requests: pd.DataFrame  # request_id, replica, arrival_s, start_s, first_token_s, finish_s, preemptions
-    replicas: pd.DataFrame  # replica, busy_s, iterations, last_finish_s, peak_kv_tokens, kv_capacity_tokens, requests
+    requests: pd.DataFrame  # request_id, replica, arrival_s, start_s, first_token_s, finish_s, preemptions, restarts
+    replicas: pd.DataFrame  # replica, busy_s, iterations, last_finish_s, peak_kv_tokens, kv_capacity_tokens, requests, failed
     policy: str
     dispatch: str
+    #: Requests restarted on another replica after theirs failed, and the KV tokens of
+    #: work they lost (prompt and output tokens recomputed).
+    restarted_requests: int = 0
+    redone_tokens: int = 0
+    #: Requests the dispatcher moved between waiting queues after placing them.
+    moved_requests: int = 0
 
 
 def simulate(
@@ -362,10 +411,21 @@ def simulate(
     profiles: dict | None = None,
     estimates: Estimates | None = None,
     policy_options: dict[str, float] | None = None,
+    dispatch_options: dict[str, float] | None = None,
+    deviations: Deviations | None = None,
+    belief: LengthBelief | None = None,
 ) -> Simulation:
     """Replay `requests` (with their actual output lengths) on `cluster`.
 
-    `policy_options` set the batching policy's named options (see `optimizer.batching`).
+    Dispatchers see `estimates` made from the planning lengths (predictions where the
+    trace has them); the engines run the actual lengths.
+
+    Args:
+        policy_options: the batching policy's named options (see `optimizer.batching`).
+        dispatch_options: the dispatcher's named options (the repairer's, `optimizer.dispatch`).
+        deviations: arrival jitter, slowdowns and failures to inject.
+        belief: spread of actual / predicted lengths, for dispatchers that condition on
+            progress (default: predictions are exact).
     """
     from optimizer.dispatch import make_dispatcher
 
@@ -375,35 +435,76 @@ def simulate(
     if output.isna().any():
         request_id = requests["request_id"][output.isna()].iloc[0]
         raise OptimizerError(f"Request {request_id!r} has no output_tokens; the simulator runs actual lengths.")
+    deviations = deviations or Deviations()
+    deviations.check(cluster)
     estimates = estimates or estimate(requests, cluster, planning_lengths(requests), profiles=profiles)
-    dispatcher = make_dispatcher(dispatch, requests, cluster, estimates, plan=plan, seed=seed)
+    dispatcher = make_dispatcher(dispatch, requests, cluster, estimates, plan=plan, seed=seed,
+                                 options=dispatch_options, belief=belief or LengthBelief.exact())
     POLICIES[policy](**(policy_options or {}))  # validate the options once, before any work
     engines = [Engine(r, profile_for(r, profiles), POLICIES[policy](**(policy_options or {}))) for r in cluster.replicas]
-    arrival = requests["arrival_s"].to_numpy(dtype=float)
+    for slow in deviations.slowdowns:
+        engine = engines[cluster.names.index(slow.replica)]
+        engine.slow_from, engine.slow_factor = slow.at_s, slow.factor
+    arrival = deviations.arrivals(requests["arrival_s"].to_numpy(dtype=float))
     prompt = requests["prompt_tokens"].to_numpy(dtype=np.int64)
     out = output.to_numpy(dtype=np.int64)
     # Length-aware policies see predictions where the trace has them, else actual lengths.
     predicted = requests["predicted_output_tokens"].astype(object).where(requests["predicted_output_tokens"].notna(), None).tolist() if "predicted_output_tokens" in requests else [None] * len(requests)
     tbt = requests["tbt_target_s"].fillna(np.inf).to_numpy(dtype=float) if "tbt_target_s" in requests else np.full(len(requests), np.inf)
     e2e = requests["e2e_target_s"].fillna(np.inf).to_numpy(dtype=float) if "e2e_target_s" in requests else np.full(len(requests), np.inf)
-    sequences = [None] * len(requests)
-    for j in np.argsort(arrival, kind="stable").tolist():
+    sequences: list[Sequence | None] = [None] * len(requests)
+    failures = sorted(deviations.failures, key=lambda f: (f.at_s, cluster.names.index(f.replica)))
+    interval = getattr(dispatcher, "interval_s", None)
+    next_tick = interval if interval else math.inf
+    arrivals = np.argsort(arrival, kind="stable").tolist()
+    i = f = 0
+    restarted = redone = 0
+    while True:
+        next_arrival = arrival[arrivals[i]] if i < len(arrivals) else math.inf
+        next_failure = failures[f].at_s if f < len(failures) else math.inf
+        # Ticks matter while something can still be moved or arrive.
+        ticking = i < len(arrivals) or any(e.waiting for e in engines)
+        now = min(next_arrival, next_failure, next_tick if ticking else math.inf)
+        if now == math.inf:
+            break
         for engine in engines:
-            engine.run_until(arrival[j])
-        r = dispatcher.choose(j, engines)
-        seq = Sequence(j, int(prompt[j]), int(out[j]), float(arrival[j]), dispatcher.queue_key(j),
-                       predicted=None if predicted[j] is None else int(predicted[j]), tbt_target=float(tbt[j]), e2e_target=float(e2e[j]))
-        sequences[j] = (seq, r)
-        engines[r].enqueue(seq, float(arrival[j]))
+            engine.run_until(now)
+        if now == next_failure:
+            engine = engines[cluster.names.index(failures[f].replica)]
+            f += 1
+            unfinished, count, lost = engine.fail()
+            restarted += count
+            redone += lost
+            # The failure shows at the replica's iteration boundary; the others catch up.
+            for other in engines:
+                other.run_until(engine.clock)
+            for seq in sorted(unfinished, key=lambda s: (s.queue_key, s.row)):  # in their queue order
+                r = dispatcher.choose(seq.row, engines)
+                sequences[seq.row] = seq
+                dispatcher.placed(seq.row, r)
+                engines[r].enqueue(seq, engine.clock)
+        elif now == next_arrival:
+            j = arrivals[i]
+            i += 1
+            r = dispatcher.choose(j, engines)
+            seq = Sequence(j, int(prompt[j]), int(out[j]), float(arrival[j]), dispatcher.queue_key(j),
+                           predicted=None if predicted[j] is None else int(predicted[j]), tbt_target=float(tbt[j]), e2e_target=float(e2e[j]))
+            sequences[j] = seq
+            dispatcher.placed(j, r)
+            engines[r].enqueue(seq, float(arrival[j]))
+        else:
+            dispatcher.rebalance(now, engines)
+            next_tick += interval
     for engine in engines:
         engine.run_until(math.inf)
-    return _results(requests, cluster, engines, sequences, policy, dispatch)
+    return _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch, arrival, restarted, redone)
 
 
-def _results(requests, cluster, engines, sequences, policy, dispatch) -> Simulation:
+def _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch, arrival, restarted, redone) -> Simulation:
     names = np.asarray(cluster.names, dtype=object)
-    rows = [(seq.start, seq.first_token, seq.finish, seq.preemptions, r) for seq, r in sequences]
-    start, first, finish, preemptions, replica = (np.array(column) for column in zip(*rows))
+    replica = np.asarray(dispatcher.replica_of, dtype=np.int64)
+    rows = [(seq.start, seq.first_token, seq.finish, seq.preemptions, seq.restarts) for seq in sequences]
+    start, first, finish, preemptions, restarts = (np.array(column) for column in zip(*rows))
     if np.isnan(finish).any():
         lost = requests["request_id"].iloc[int(np.argmax(np.isnan(finish)))]
         raise OptimizerError(f"Internal error: request {lost!r} never finished in the simulation.")
@@ -411,14 +512,15 @@ def _results(requests, cluster, engines, sequences, policy, dispatch) -> Simulat
         {
             "request_id": requests["request_id"].to_numpy(),
             "replica": names[replica],
-            "arrival_s": requests["arrival_s"].to_numpy(dtype=float),
+            "arrival_s": arrival,
             "start_s": start.astype(float),
             "first_token_s": first.astype(float),
             "finish_s": finish.astype(float),
             "preemptions": preemptions.astype(np.int64),
+            "restarts": restarts.astype(np.int64),
         }
     )
-    counts = np.bincount(replica.astype(np.int64), minlength=len(engines))
+    counts = np.bincount(replica, minlength=len(engines))
     replicas = pd.DataFrame(
         {
             "replica": names,
@@ -428,9 +530,10 @@ def _results(requests, cluster, engines, sequences, policy, dispatch) -> Simulat
             "peak_kv_tokens": [e.peak_blocks * e.limits.block_size_tokens for e in engines],
             "kv_capacity_tokens": [e.total_blocks * e.limits.block_size_tokens for e in engines],
             "requests": counts,
+            "failed": [e.failed for e in engines],
         }
     )
-    return Simulation(table, replicas, policy, dispatch)
+    return Simulation(table, replicas, policy, dispatch, restarted, redone, getattr(dispatcher, "moves", 0))
 
 
 def write_simulation(simulation: Simulation, path) -> None:

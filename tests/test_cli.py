@@ -180,7 +180,7 @@ def test_simulate_follows_a_plan_and_writes_requests_and_summary(tmp_path):
     result = runner.invoke(app, ["simulate", trace, "--plan", str(plan), "--out", str(rows), "--summary", str(figures)])
     assert result.exit_code == 0, result.stderr
     lines = rows.read_text().splitlines()
-    assert lines[0] == "request_id,replica,arrival_s,start_s,first_token_s,finish_s,preemptions" and len(lines) == 5
+    assert lines[0] == "request_id,replica,arrival_s,start_s,first_token_s,finish_s,preemptions,restarts" and len(lines) == 5
     data = json.loads(figures.read_text())
     assert data["dispatch"] == "plan" and 0 < data["utilization"] <= 1 and data["makespan_s"] > 0
 

@@ -96,7 +96,7 @@ instances = st.integers(min_value=1, max_value=25).flatmap(
         st.lists(st.sampled_from([0.0, 0.0, 0.5, 3.0, 20.0]), min_size=n, max_size=n),
         st.sampled_from(["h100-tp4:2", "h100-tp4:1,a100-tp4:1", "a100-tp2:1,h100-tp8:1"]),
         st.sampled_from(sorted(POLICIES)),
-        st.sampled_from([d for d in DISPATCHERS if d != "plan"]),
+        st.sampled_from(DISPATCHERS),
     )
 )
 
@@ -109,7 +109,8 @@ def test_invariants_on_random_traces(instance):
     every lower bound."""
     prompts, outputs, arrivals, fleet, policy, dispatch = instance
     requests, cluster = make_requests(prompts, outputs, arrivals), parse_replicas(fleet)
-    sim = simulate(requests, cluster, policy=policy, dispatch=dispatch, seed=3)
+    plan = solve(requests, cluster, solver="lpt").plan if dispatch in ("plan", "repair") else None
+    sim = simulate(requests, cluster, policy=policy, dispatch=dispatch, plan=plan, seed=3)
     table = sim.requests
     assert table["request_id"].is_unique and len(table) == len(requests)
     assert (table["start_s"] >= table["arrival_s"] - 1e-12).all()
