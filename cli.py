@@ -272,8 +272,7 @@ def bounds(
     out.print(bound_table)
 
 
-@app.command(epilog="Examples: python cli.py simulate traces/sharegpt_batch_2k.csv --plan plan.csv --out requests.csv --summary summary.json\n\n"
-             "python cli.py simulate traces/sharegpt_batch_2k.csv --dispatch repair --length-error 0.5 --fail h100-tp4-0@100")
+@app.command(epilog="Example: python cli.py simulate traces/sharegpt_batch_2k.csv --dispatch repair --length-error 0.5 --fail h100-tp4-0@100 --out requests.csv")
 def simulate(
     trace: TraceArg,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Per-request CSV to write (request_id, replica, arrival_s, start_s, first_token_s, finish_s, preemptions, restarts).")] = None,
@@ -351,8 +350,7 @@ def simulate(
             out.print(f"Wrote {path}")
 
 
-@app.command(epilog="Examples: python cli.py predict traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv\n\n"
-             "python cli.py predict traces/sharegpt_batch_2k.csv --history traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv --out predicted.csv")
+@app.command(epilog="Example: python cli.py predict traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv --out predicted.csv")
 def predict(
     trace: TraceArg,
     history: Annotated[Optional[Path], typer.Option("--history", help="Trace with known output lengths to fit on (default: the first part of TRACE itself).")] = None,
