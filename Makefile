@@ -21,6 +21,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/load_trace.py
+	$(PY) benchmarks/profile_fit.py
+	$(PY) benchmarks/planner.py
+	$(PY) benchmarks/simulator.py
+	$(PY) benchmarks/repair.py
 
 clean:
 	rm -rf $(VENV) plan.csv .pytest_cache

@@ -1,6 +1,6 @@
 """Dispatch policies: which replica an arriving request goes to.
 
-Each is a small class with `choose(row, engines) -> replica index`, looking only at
+Each is a small class with `choose(row, engines, now) -> replica index`, looking only at
 replicas that can run the request (its model, a KV cache that holds it) and have not
 failed, and `queue_key(row)`, its place in that replica's waiting queue.
 
@@ -61,7 +61,7 @@ class RoundRobin(_Dispatcher):
         super().__init__(*args)
         self.next = 0
 
-    def choose(self, row, engines) -> int:
+    def choose(self, row, engines, now=0.0) -> int:
         m = len(engines)
         for step in range(m):
             r = (self.next + step) % m
@@ -77,7 +77,7 @@ def least_outstanding(dispatcher: _Dispatcher, row: int, engines) -> int:
 
 
 class LeastOutstanding(_Dispatcher):
-    def choose(self, row, engines) -> int:
+    def choose(self, row, engines, now=0.0) -> int:
         return least_outstanding(self, row, engines)
 
 
@@ -85,7 +85,7 @@ class LeastWork(_Dispatcher):
     """Remaining work of a replica: estimated work of its waiting requests plus the
     not-yet-generated share of its running ones."""
 
-    def choose(self, row, engines) -> int:
+    def choose(self, row, engines, now=0.0) -> int:
         loads = []
         for r, engine in enumerate(engines):
             if not self.usable(row, r, engines):
@@ -102,7 +102,7 @@ class Random(_Dispatcher):
         super().__init__(*args)
         self.rng = np.random.default_rng(seed)
 
-    def choose(self, row, engines) -> int:
+    def choose(self, row, engines, now=0.0) -> int:
         return int(self.rng.choice([r for r in range(len(engines)) if self.usable(row, r, engines)]))
 
 
@@ -116,7 +116,7 @@ class FollowPlan(_Dispatcher):
         self.replica[position] = pd.Index(cluster.names).get_indexer(plan["replica"].astype(str))
         self.order[position] = plan["order"].to_numpy(dtype=float)
 
-    def choose(self, row, engines) -> int:
+    def choose(self, row, engines, now=0.0) -> int:
         r = int(self.replica[row])
         return r if not engines[r].failed else least_outstanding(self, row, engines)
 
@@ -152,9 +152,11 @@ class Repair(FollowPlan, NamedOptions):
     - an arriving request goes where the plan put it, unless its planned replica a and
       the replica b where it would finish earliest differ in revealed deviation by more
       than `slack_s` and E_b + w_b + slack_s < E_a;
-    - work conservation, every interval: a live replica with nothing to run takes the next
-      waiting request of the replica with the latest E_r that it can run, so no replica
-      idles longer than `interval_s` while another has queued work;
+    - work conservation, every interval once reality has left the plan (an arrival off its
+      planned time, |delta_r| > slack_s, a slowdown or a failure): a live replica with
+      nothing to run takes the next waiting request of the replica with the latest E_r that
+      it can run, so no replica idles longer than `interval_s` while another has queued
+      work;
     - repair, every interval: while the latest replica a and the earliest b pass the same
       test, a request that has not started moves from the back of a's queue to b (at most
       `max_moves` per interval);
@@ -198,6 +200,7 @@ class Repair(FollowPlan, NamedOptions):
         self.waiting_work = np.zeros(m)
         self.seen = [0] * m  # finished requests of each engine already counted
         self.moves = 0
+        self.deviated = False  # has reality left the plan? (then work conservation applies)
 
     def queue_key(self, row: int) -> float:
         return float(self.rank[row])
@@ -252,6 +255,7 @@ class Repair(FollowPlan, NamedOptions):
             pace = engine.nominal_busy_s / done if done > 0 and engine.nominal_busy_s > 0 else 1.0
             deviation[r] = self.done_delta[r] + self.run_delta[r] + (factor - 1) * left
             finish[r] = engine.clock + factor * max(pace * left + self.drain[r], self.run_chain[r])
+            self.deviated |= factor != 1.0 or abs(deviation[r]) > self.slack_s
         return deviation, finish
 
     def _retarget(self, row: int, replica: int) -> None:
@@ -260,11 +264,13 @@ class Repair(FollowPlan, NamedOptions):
 
     # -- decisions -------------------------------------------------------------------
 
-    def choose(self, row, engines) -> int:
+    def choose(self, row, engines, now=0.0) -> int:
         self._refresh(engines, running=False)
         deviation, finish = self._views(engines)
+        self.deviated |= abs(now - self.arrival[row]) > 1e-9
         planned = int(self.target[row])
         best = self._earliest(row, engines, finish)
+        self.deviated |= bool(engines[planned].failed)
         if engines[planned].failed or (
             best != planned and deviation[planned] - deviation[best] > self.slack_s
             and finish[best] + self.work(row, best) + self.slack_s < finish[planned]
@@ -284,7 +290,7 @@ class Repair(FollowPlan, NamedOptions):
         self._refresh(engines, running=True)
         deviation, finish = self._views(engines)
         for b, engine in enumerate(engines):
-            if engine.idle:
+            if engine.idle and self.deviated:
                 donors = sorted((r for r, e in enumerate(engines) if e.waiting and r != b), key=lambda r: (-finish[r], r))
                 for a in donors:
                     seq = next((s for s in engines[a].waiting if self.eligible(s.row, b)), None)

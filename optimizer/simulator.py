@@ -479,14 +479,14 @@ def simulate(
             for other in engines:
                 other.run_until(engine.clock)
             for seq in sorted(unfinished, key=lambda s: (s.queue_key, s.row)):  # in their queue order
-                r = dispatcher.choose(seq.row, engines)
+                r = dispatcher.choose(seq.row, engines, engine.clock)
                 sequences[seq.row] = seq
                 dispatcher.placed(seq.row, r)
                 engines[r].enqueue(seq, engine.clock)
         elif now == next_arrival:
             j = arrivals[i]
             i += 1
-            r = dispatcher.choose(j, engines)
+            r = dispatcher.choose(j, engines, float(arrival[j]))
             seq = Sequence(j, int(prompt[j]), int(out[j]), float(arrival[j]), dispatcher.queue_key(j),
                            predicted=None if predicted[j] is None else int(predicted[j]), tbt_target=float(tbt[j]), e2e_target=float(e2e[j]))
             sequences[j] = seq

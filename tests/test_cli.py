@@ -193,3 +193,51 @@ def test_simulate_rejects_a_plan_for_another_trace(tmp_path):
     result = runner.invoke(app, ["simulate", str(DATA / "azure_2023.csv"), "--plan", str(plan)])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert f"{plan}:2: request_id: request" in result.stderr and "is not in the trace" in result.stderr
+
+
+def test_simulate_repairs_a_plan_under_length_error_and_a_failure(tmp_path):
+    """Tests `solve` and `simulate --dispatch repair` with `--length-error` and `--fail`: the plan
+    is made from the same noisy predictions the repairer sees, the prediction error, moves and
+    restarts are reported, every request finishes once, none on the failed replica after it
+    failed; the same seed gives the same bytes."""
+    trace = str(TRACES / "sharegpt_batch_2k.csv")
+    plan = tmp_path / "plan.csv"
+    common = ["--length-error", "0.5", "--seed", "1"]
+    assert runner.invoke(app, ["solve", trace, "--solver", "lpt", *common, "--out", str(plan), "-q"]).exit_code == 0
+    outputs = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for path in outputs:
+        result = runner.invoke(app, ["simulate", trace, "--dispatch", "repair", "--plan", str(plan), *common,
+                                     "--fail", "a100-tp4-3@60", "--out", str(path)])
+        assert result.exit_code == 0, result.stderr
+    assert "predicted lengths: MAE" in result.stdout and "restarted" in result.stdout
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()
+    import pandas as pd
+
+    table = pd.read_csv(outputs[0])
+    assert len(table) == 2000 and table["request_id"].is_unique and table["finish_s"].notna().all()
+    assert (table.loc[table["replica"] == "a100-tp4-3", "finish_s"] <= 61).all() and (table["restarts"] > 0).any()
+
+
+def test_policy_repair_is_short_for_dispatch_repair_and_bad_deviations_are_one_line():
+    """Tests `--policy repair` and the one-line errors of malformed deviations."""
+    trace = str(DATA / "vidur.csv")
+    result = runner.invoke(app, ["simulate", trace, "--policy", "repair", "--time-limit", "1"])
+    assert result.exit_code == 0, result.stderr
+    assert "sarathi batching, repair dispatch" in result.stdout
+    for args, message in ((["--fail", "h100-tp4-9@3"], "No replica named 'h100-tp4-9'"),
+                          (["--slow", "h100-tp4-0@3"], "is not REPLICA@SECONDS:FACTOR"),
+                          (["--dispatch", "round-robin", "--dispatch-option", "slack_s=2"], "has no options"),
+                          (["--length-error", "0.5", "--predictor", trace], "either --length-error or --predictor")):
+        result = runner.invoke(app, ["simulate", trace, *args])
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_predict_reports_held_out_error_and_writes_predictions(tmp_path):
+    """Tests `predict`: the error on the held-out part, and a trace whose predictions plans use."""
+    out = tmp_path / "predicted.csv"
+    result = runner.invoke(app, ["predict", str(TRACES / "sharegpt_batch_2k.csv"), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "Error on 400 held-out requests: MAE" in result.stdout
+    predicted = load_trace(out).requests
+    assert len(predicted) == 2000 and predicted["predicted_output_tokens"].notna().all()
+    assert predicted["output_tokens"].equals(load_trace(TRACES / "sharegpt_batch_2k.csv").requests["output_tokens"])
