@@ -208,11 +208,7 @@ class Repair(FollowPlan, NamedOptions):
     # -- the repairer's views --------------------------------------------------------
 
     def _work(self, rows: np.ndarray, replica: int, output_tokens: np.ndarray) -> np.ndarray:
-        """Vectorised `Estimates.work_for` of requests `rows` on `replica`'s kind."""
-        k = self.kind[replica]
-        share, context = self.estimates.decode_share_s[k], self.estimates.context_s_per_token[k]
-        steps = np.maximum(output_tokens - 1.0, 0.0)
-        return self.estimates.prefill_s[rows, k] + steps * (share + context * self.prompt[rows]) + context * steps * (steps + 1) / 2
+        return self.estimates.work_for(rows, self.kind[replica], self.prompt[rows], output_tokens)
 
     def _refresh(self, engines, running: bool) -> None:
         for r, engine in enumerate(engines):

@@ -85,18 +85,12 @@ class Estimates:
     decode_share_s: np.ndarray = None  # type: ignore[assignment]
     context_s_per_token: np.ndarray = None  # type: ignore[assignment]
 
-    def work_for(self, row: int, kind: int, prompt_tokens: int, output_tokens: float, done_steps: float = 0.0) -> float:
-        """work_s of request `row` on `kind` had its output been `output_tokens` long, less
-        the decode work of its first `done_steps` decode steps (the module docstring's
-        formula: prefill + sum over decode steps i of s(B*) + d2 (p + i))."""
+    def work_for(self, rows: np.ndarray, kind: int, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+        """work_s of requests `rows` on `kind` had their outputs been `output_tokens` long
+        (the module docstring's formula: prefill + sum over decode steps i of s(B*) + d2 (p + i))."""
         share, context = self.decode_share_s[kind], self.context_s_per_token[kind]
-
-        def decode(steps: float) -> float:
-            return steps * (share + context * prompt_tokens) + context * steps * (steps + 1) / 2
-
-        steps = max(output_tokens - 1.0, 0.0)
-        prefill = self.prefill_s[row, kind] if done_steps <= 0 else 0.0
-        return prefill + decode(steps) - decode(min(done_steps, steps))
+        steps = np.maximum(np.asarray(output_tokens, dtype=float) - 1.0, 0.0)
+        return self.prefill_s[rows, kind] + steps * (share + context * prompt_tokens) + context * steps * (steps + 1) / 2
 
     @property
     def num_replicas_of_kind(self) -> np.ndarray:

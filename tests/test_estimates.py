@@ -71,3 +71,16 @@ def test_missing_profile_is_a_clear_error():
     only_h100 = {k: p for k, p in builtin_profiles().items() if k[1] == "h100-80gb"}
     with pytest.raises(OptimizerError, match=r"No performance profile for llama2-70b on a100-80gb at TP 4 .* profile fit"):
         estimate(_requests([10], [10]), parse_replicas("a100-tp4"), np.array([10]), profiles=only_h100)
+
+
+def test_work_for_the_planning_lengths_is_the_work_estimate():
+    """Tests that pricing a request at another length uses the same formula as work_s: at the
+    planning lengths it gives work_s back, and more output costs more."""
+    requests = _requests([100, 2000, 5000], [1, 300, 900])
+    cluster = parse_replicas("h100-tp4:1,a100-tp4:1")
+    output = np.array([1, 300, 900])
+    estimates = estimate(requests, cluster, output)
+    rows, prompt = np.arange(3), requests["prompt_tokens"].to_numpy()
+    for kind in range(len(estimates.kinds)):
+        np.testing.assert_allclose(estimates.work_for(rows, kind, prompt, output), estimates.work_s[:, kind], rtol=1e-12)
+        assert np.all(estimates.work_for(rows, kind, prompt, output + 10) > estimates.work_s[:, kind])
