@@ -113,8 +113,12 @@ class FollowPlan(_Dispatcher):
         position = pd.Index(requests["request_id"].astype(str)).get_indexer(plan["request_id"].astype(str))
         self.replica = np.empty(len(requests), dtype=np.int64)
         self.order = np.empty(len(requests))
+        self.planned_start = np.empty(len(requests))
         self.replica[position] = pd.Index(cluster.names).get_indexer(plan["replica"].astype(str))
         self.order[position] = plan["order"].to_numpy(dtype=float)
+        # Hand-written plans may leave the planned times empty; then a request's place in
+        # its replica's order stands in for its planned start.
+        self.planned_start[position] = plan["planned_start_s"].fillna(plan["order"]).to_numpy(dtype=float)
 
     def choose(self, row, engines, now=0.0) -> int:
         r = int(self.replica[row])
@@ -182,11 +186,8 @@ class Repair(FollowPlan, NamedOptions):
         self.actual = requests["output_tokens"].to_numpy(dtype=float)
         self.predicted = planning_lengths(requests).astype(float)
         # Global order: planned start, then replica and order (a replica's own order).
-        position = pd.Index(requests["request_id"].astype(str)).get_indexer(plan["request_id"].astype(str))
-        replica_index = pd.Index(cluster.names).get_indexer(plan["replica"].astype(str))
-        ranks = np.lexsort((plan["order"].to_numpy(), replica_index, plan["planned_start_s"].to_numpy(dtype=float)))
         self.rank = np.empty(len(requests))
-        self.rank[position[ranks]] = np.arange(len(ranks), dtype=float)
+        self.rank[np.lexsort((self.order, self.replica, self.planned_start))] = np.arange(len(requests), dtype=float)
         m = len(cluster)
         self.target = self.replica.copy()  # where the repaired plan puts each request
         self.planned_work = self.work_kind[np.arange(len(requests)), self.kind[self.target]]
@@ -227,7 +228,8 @@ class Repair(FollowPlan, NamedOptions):
             live = [s for s in engine.running if math.isnan(s.finish)]
             rows = np.fromiter((s.row for s in live), dtype=np.int64, count=len(live))
             generated = np.fromiter((s.generated for s in live), dtype=float, count=len(live))
-            expected = self._work(rows, r, self.belief.expected_totals(self.predicted[rows], generated))
+            expected_tokens = self.belief.expected_totals(self.predicted[rows], generated)
+            expected = self._work(rows, r, expected_tokens)
             done = self._work(rows, r, np.maximum(generated, 1.0))
             self.run_delta[r] = float(np.sum(expected - self.planned_work[rows]))
             self.run_left[r] = float(np.sum(np.maximum(expected - done, 0.0)))
@@ -235,8 +237,7 @@ class Repair(FollowPlan, NamedOptions):
             # Decoding alone, a request's remaining tokens take at least this long each.
             k = self.kind[r]
             step = (self.estimates.min_latency_s[rows, k] - self.estimates.prefill_s[rows, k]) / np.maximum(self.predicted[rows] - 1, 1)
-            remaining = self.belief.expected_totals(self.predicted[rows], generated) - generated
-            self.run_chain[r] = float(np.max(step * remaining, initial=0.0))
+            self.run_chain[r] = float(np.max(step * (expected_tokens - generated), initial=0.0))
 
     def _views(self, engines) -> tuple[np.ndarray, np.ndarray]:
         """(delta_r, E_r) of every replica; a failed one is never the earliest."""
@@ -245,7 +246,7 @@ class Repair(FollowPlan, NamedOptions):
         for r, engine in enumerate(engines):
             if engine.failed:
                 continue
-            factor = engine.slow_factor if engine.clock >= engine.slow_from else 1.0
+            factor = engine.slowdown_factor()
             left = self.waiting_work[r] + self.run_left[r]
             done = self.done_work[r] + self.run_done[r]
             pace = engine.nominal_busy_s / done if done > 0 and engine.nominal_busy_s > 0 else 1.0
@@ -263,15 +264,15 @@ class Repair(FollowPlan, NamedOptions):
     def choose(self, row, engines, now=0.0) -> int:
         self._refresh(engines, running=False)
         deviation, finish = self._views(engines)
-        self.deviated |= abs(now - self.arrival[row]) > 1e-9
         planned = int(self.target[row])
+        failed = bool(engines[planned].failed)
+        self.deviated |= failed or abs(now - self.arrival[row]) > 1e-9
         best = self._earliest(row, engines, finish)
-        self.deviated |= bool(engines[planned].failed)
-        if engines[planned].failed or (
+        if failed or (
             best != planned and deviation[planned] - deviation[best] > self.slack_s
             and finish[best] + self.work(row, best) + self.slack_s < finish[planned]
         ):
-            self.moves += not engines[planned].failed
+            self.moves += not failed
             self._retarget(row, best)
             planned = best
         self.waiting_work[planned] += self.planned_work[row]

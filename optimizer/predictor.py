@@ -24,7 +24,7 @@ the mean of the truths consistent with what has been seen, not the original pred
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -109,7 +109,7 @@ def fit_predictor(history: pd.DataFrame, *, min_samples: int = 20) -> LengthPred
     model_medians = {str(m): float(v) for m, v in table.groupby("model", sort=True)["output"].median().items()}
     predictor = LengthPredictor(medians, model_medians, float(table["output"].median()), LengthBelief.exact(), len(known), min_samples)
     residuals = table["output"].to_numpy() / predictor.predict(known)
-    return LengthPredictor(medians, model_medians, predictor.overall_median, LengthBelief(np.sort(residuals)), len(known), min_samples)
+    return replace(predictor, belief=LengthBelief(np.sort(residuals)))
 
 
 def split_history(requests: pd.DataFrame, holdout: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -171,25 +171,25 @@ class Engine:
         """Remove a waiting (never admitted) request, for dispatch to move elsewhere."""
         self.waiting.remove(seq)
 
-    def fail(self) -> tuple[list[Sequence], int, int]:
+    def fail(self) -> tuple[list[Sequence], int]:
         """Stop for good. Returns the unfinished requests, reset to be restarted by
-        recomputation elsewhere, how many of them had started, and the KV tokens of work
-        they lose."""
-        lost_tokens = restarted = 0
+        recomputation elsewhere (those that had started count a restart), and the KV
+        tokens of work they lose."""
+        lost_tokens = 0
         unfinished = [s for s in self.running if math.isnan(s.finish)] + list(self.waiting)
         for seq in unfinished:
             if seq.kv_tokens or seq.generated:
                 seq.restarts += 1
-                restarted += 1
                 lost_tokens += seq.kv_tokens
             seq.prefill_need = seq.prompt + seq.generated
             seq.prefilled = seq.kv_tokens = seq.blocks = 0
         self.running, self.running_set, self.waiting = [], set(), deque()
         self.free_blocks = self.total_blocks
         self.failed = True
-        return unfinished, restarted, lost_tokens
+        return unfinished, lost_tokens
 
-    def _scale(self) -> float:
+    def slowdown_factor(self) -> float:
+        """How many times longer an iteration starting now takes (1 before any slowdown)."""
         return self.slow_factor if self.clock >= self.slow_from else 1.0
 
     def run_until(self, horizon: float) -> None:
@@ -238,7 +238,7 @@ class Engine:
         self._make_room(decode)
         decode = [s for s in decode if s in self.running_set]
         batch, context = self._batch_shape(decode)
-        duration = self._iteration_ms(iteration.prefill, batch, context) * MS * self._scale()
+        duration = self._iteration_ms(iteration.prefill, batch, context) * MS * self.slowdown_factor()
         end = self.clock + duration
         for seq, tokens in iteration.prefill:
             seq.prefilled += tokens
@@ -269,7 +269,7 @@ class Engine:
         if not decode:
             return
         batch, context = self._batch_shape(decode)
-        scale = self._scale()
+        scale = self.slowdown_factor()
         base_ms = self.profile.decode_iteration_ms(batch, context) * scale
         growth_ms = self.profile.decode_ms_per_context_token * len(decode) * scale  # context added per iteration
         k = min(s.output - s.generated for s in decode)
@@ -352,7 +352,7 @@ class Engine:
         self.peak_blocks = max(self.peak_blocks, self.total_blocks - self.free_blocks)
         if hasattr(self.policy, "observe"):
             self.policy.observe(duration_s / iterations)
-        self.nominal_busy_s += duration_s / self._scale()  # what it would have taken at full speed
+        self.nominal_busy_s += duration_s / self.slowdown_factor()  # what it would have taken at full speed
         self.clock += duration_s
         self.busy_s += duration_s
         self.iterations += iterations
@@ -458,7 +458,13 @@ def simulate(
     next_tick = interval if interval else math.inf
     arrivals = np.argsort(arrival, kind="stable").tolist()
     i = f = 0
-    restarted = redone = 0
+    redone = 0
+
+    def place(seq: Sequence, now: float) -> None:
+        r = dispatcher.choose(seq.row, engines, now)
+        dispatcher.placed(seq.row, r)
+        engines[r].enqueue(seq, now)
+
     while True:
         next_arrival = arrival[arrivals[i]] if i < len(arrivals) else math.inf
         next_failure = failures[f].at_s if f < len(failures) else math.inf
@@ -472,35 +478,29 @@ def simulate(
         if now == next_failure:
             engine = engines[cluster.names.index(failures[f].replica)]
             f += 1
-            unfinished, count, lost = engine.fail()
-            restarted += count
+            unfinished, lost = engine.fail()
             redone += lost
             # The failure shows at the replica's iteration boundary; the others catch up.
             for other in engines:
                 other.run_until(engine.clock)
             for seq in sorted(unfinished, key=lambda s: (s.queue_key, s.row)):  # in their queue order
-                r = dispatcher.choose(seq.row, engines, engine.clock)
-                sequences[seq.row] = seq
-                dispatcher.placed(seq.row, r)
-                engines[r].enqueue(seq, engine.clock)
+                place(seq, engine.clock)
         elif now == next_arrival:
             j = arrivals[i]
             i += 1
-            r = dispatcher.choose(j, engines, float(arrival[j]))
             seq = Sequence(j, int(prompt[j]), int(out[j]), float(arrival[j]), dispatcher.queue_key(j),
                            predicted=None if predicted[j] is None else int(predicted[j]), tbt_target=float(tbt[j]), e2e_target=float(e2e[j]))
             sequences[j] = seq
-            dispatcher.placed(j, r)
-            engines[r].enqueue(seq, float(arrival[j]))
+            place(seq, float(arrival[j]))
         else:
             dispatcher.rebalance(now, engines)
             next_tick += interval
     for engine in engines:
         engine.run_until(math.inf)
-    return _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch, arrival, restarted, redone)
+    return _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch, arrival, redone)
 
 
-def _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch, arrival, restarted, redone) -> Simulation:
+def _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch, arrival, redone) -> Simulation:
     names = np.asarray(cluster.names, dtype=object)
     replica = np.asarray(dispatcher.replica_of, dtype=np.int64)
     rows = [(seq.start, seq.first_token, seq.finish, seq.preemptions, seq.restarts) for seq in sequences]
@@ -533,7 +533,7 @@ def _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch
             "failed": [e.failed for e in engines],
         }
     )
-    return Simulation(table, replicas, policy, dispatch, restarted, redone, getattr(dispatcher, "moves", 0))
+    return Simulation(table, replicas, policy, dispatch, int(restarts.sum()), redone, getattr(dispatcher, "moves", 0))
 
 
 def write_simulation(simulation: Simulation, path) -> None:

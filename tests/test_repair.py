@@ -175,3 +175,14 @@ def test_invariants_hold_under_random_deviations(instance):
     real = requests.assign(arrival_s=table["arrival_s"].to_numpy())
     bounds, _ = trace_bounds(real, cluster)
     assert table["finish_s"].max() >= bounds.best_s * (1 - 1e-9)
+
+
+def test_plans_without_planned_times_can_be_followed_and_repaired():
+    """Tests that a plan whose planned times are empty (as `read_plan` gives a hand-written plan
+    of request_id, replica and order) drives both plan and repair dispatch."""
+    requests, cluster = _batch(20), parse_replicas("h100-tp4:2")
+    plan = solve(requests, cluster, solver="lpt").plan.assign(planned_start_s=np.nan, planned_end_s=np.nan)
+    followed = simulate(requests, cluster, dispatch="plan", plan=plan)
+    repaired = simulate(requests, cluster, dispatch="repair", plan=plan)
+    assert followed.requests["replica"].equals(repaired.requests["replica"])
+    assert repaired.requests["finish_s"].notna().all()
