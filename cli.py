@@ -8,22 +8,37 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.status import Status
-from rich.table import Table
+from rich.table import Column, Table
 
 import optimizer
+from optimizer.batching import POLICIES as BATCHING_POLICIES
+from optimizer.compare import COLUMNS as COMPARE_COLUMNS
+from optimizer.compare import (
+    POLICY_NAMES,
+    display_rows,
+    parse_names,
+    summary_row,
+    write_comparison,
+)
+from optimizer.compare import compare as run_comparison
 from optimizer.deviation import Deviations, parse_failure, parse_slowdown
 from optimizer.errors import OptimizerError
 from optimizer.files import atomic_output
+from optimizer.metrics import with_slo_targets
 from optimizer.options import parse_options
 from optimizer.pcmax import read_pcmax, solve_pcmax
 from optimizer.predictor import (
@@ -40,6 +55,9 @@ from optimizer.profile import (
     holdout_error,
     read_measurements,
 )
+from optimizer.report import render as render_report
+from optimizer.report import write_report
+from optimizer.simulator import read_simulation
 
 app = typer.Typer(
     help="Plan LLM inference across a fleet of GPU replicas.",
@@ -99,6 +117,12 @@ PredictorOpt = Annotated[
     Optional[Path],
     typer.Option("--predictor", help="History trace (known output lengths) to fit the output-length predictor on; plans use its predictions."),
 ]
+JitterOpt = Annotated[float, typer.Option("--jitter", help="Arrival jitter: each request arrives at max(0, planned + jitter x N(0,1)) seconds (seeded).")]
+SlowOpt = Annotated[list[str], typer.Option("--slow", help="REPLICA@SECONDS:FACTOR: the replica's iterations take FACTOR times as long from then on (repeatable).")]
+FailOpt = Annotated[list[str], typer.Option("--fail", help="REPLICA@SECONDS: the replica fails then; its requests are placed again (repeatable).")]
+SloTtftOpt = Annotated[Optional[float], typer.Option("--slo-ttft", help="Time-to-first-token target (s) of every request without its own.")]
+SloTbtOpt = Annotated[Optional[float], typer.Option("--slo-tbt", help="Mean time-between-tokens target (s) of every request without its own.")]
+SloE2eOpt = Annotated[Optional[float], typer.Option("--slo-e2e", help="End-to-end latency target (s) of every request without its own.")]
 
 
 @contextmanager
@@ -127,6 +151,12 @@ def _predict(requests, length_error: float | None, history: Path | None, seed: i
         predictor = fit_predictor(optimizer.load_trace(history).requests)
         return with_predictions(requests, predictor.predict(requests)), predictor.belief
     return requests, LengthBelief.exact()
+
+
+def _deviations(jitter: float, slow: list[str], fail: list[str], seed: int, cluster) -> Deviations:
+    deviations = Deviations(jitter, tuple(parse_slowdown(t) for t in slow), tuple(parse_failure(t) for t in fail), seed)
+    deviations.check(cluster)
+    return deviations
 
 
 def _profiles(path: Path | None) -> dict | None:
@@ -161,6 +191,33 @@ class SolveProgress:
         if self.status is not None:
             gap = incumbent / bound - 1 if bound > 0 else float("inf")
             self.status.update(f"incumbent {incumbent:,.2f} s  bound {bound:,.2f} s  gap {gap:.3%}  elapsed {elapsed_s:.1f} s")
+
+
+class SimulateProgress:
+    """Live line with the simulated time while simulations run (interactive terminals only)."""
+
+    def __init__(self, enabled: bool, label: str = ""):
+        self.status = Status("simulating ...", console=Console(stderr=True)) if enabled else None
+        self.label = label
+        self.shown_at = 0.0
+
+    def __enter__(self) -> "SimulateProgress":
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def __call__(self, *args) -> None:
+        """(simulated seconds) from `simulate`, or (what is running, simulated seconds) from `compare`."""
+        if self.status is None:
+            return
+        label, now_s = (self.label, args[0]) if len(args) == 1 else args
+        if time.monotonic() - self.shown_at > 0.1 or now_s == 0.0:  # a terminal needs no more than 10 updates/s
+            self.shown_at = time.monotonic()
+            self.status.update(f"{label}  simulated time {now_s:,.1f} s" if now_s else label)
 
 
 SolverOpt = Annotated[str, typer.Option("--solver", help="Solver backend (cp-sat, scip, cbc) or heuristic (lpt, least-loaded, round-robin); see `solvers`.")]
@@ -285,9 +342,12 @@ def simulate(
     policy_option: Annotated[list[str], typer.Option("--policy-option", help="KEY=NUMBER option of the batching policy (repeatable), e.g. budget_tokens=256 for slai.")] = [],
     length_error: LengthErrorOpt = None,
     predictor: PredictorOpt = None,
-    jitter: Annotated[float, typer.Option("--jitter", help="Arrival jitter: each request arrives at max(0, planned + jitter x N(0,1)) seconds (seeded).")] = 0.0,
-    slow: Annotated[list[str], typer.Option("--slow", help="REPLICA@SECONDS:FACTOR: the replica's iterations take FACTOR times as long from then on (repeatable).")] = [],
-    fail: Annotated[list[str], typer.Option("--fail", help="REPLICA@SECONDS: the replica fails then; its requests are placed again (repeatable).")] = [],
+    jitter: JitterOpt = 0.0,
+    slow: SlowOpt = [],
+    fail: FailOpt = [],
+    slo_ttft: SloTtftOpt = None,
+    slo_tbt: SloTbtOpt = None,
+    slo_e2e: SloE2eOpt = None,
     time_limit: Annotated[float, typer.Option("--time-limit", help="Seconds for the plan that --dispatch repair makes when no --plan is given.")] = 10.0,
     format: FormatOpt = None,
     arrival_rate: RateOpt = None,
@@ -306,10 +366,10 @@ def simulate(
                 raise OptimizerError(f"--policy repair means --dispatch repair, but --dispatch {dispatch} was given.")
             policy, dispatch = "sarathi", "repair"
         loaded = _load(trace, format, arrival_rate, seed, model)
+        loaded = dataclasses.replace(loaded, requests=with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e))
         cluster = optimizer.resolve_cluster(replicas)
         requests, belief = _predict(loaded.requests, length_error, predictor, seed)
-        deviations = Deviations(jitter, tuple(parse_slowdown(t) for t in slow), tuple(parse_failure(t) for t in fail), seed)
-        deviations.check(cluster)
+        deviations = _deviations(jitter, slow, fail, seed, cluster)
         table = optimizer.read_plan(plan) if plan is not None else None
         if table is not None:
             optimizer.validate_plan(table, requests, cluster, path=plan)
@@ -319,11 +379,13 @@ def simulate(
             planned = optimizer.solve(requests, cluster, time_limit_s=time_limit, seed=seed, profiles=_profiles(profiles))
             table = planned.plan
             made_plan = f"planned first ({planned.status}, estimated makespan {planned.objective:,.1f} s)"
-        result = optimizer.simulate(
-            requests, cluster, dispatch=chosen, policy=policy, plan=table, seed=seed,
-            profiles=_profiles(profiles), policy_options=parse_options(policy_option),
-            dispatch_options=parse_options(dispatch_option), deviations=deviations, belief=belief,
-        )
+        with SimulateProgress(not quiet and sys.stderr.isatty(), f"simulating {chosen} dispatch, {policy} batching") as progress:
+            result = optimizer.simulate(
+                requests, cluster, dispatch=chosen, policy=policy, plan=table, seed=seed,
+                profiles=_profiles(profiles), policy_options=parse_options(policy_option),
+                dispatch_options=parse_options(dispatch_option), deviations=deviations, belief=belief,
+                progress=progress if progress.status else None,
+            )
         figures = optimizer.summary(result, loaded.requests)
         if out_path is not None:
             optimizer.write_simulation(result, out_path)
@@ -348,6 +410,168 @@ def simulate(
     for path in (out_path, summary_path):
         if path is not None:
             out.print(f"Wrote {path}")
+
+
+@app.command(epilog="Example: python cli.py compare traces/sharegpt_batch_2k.csv --length-error 0.5 --out compare.csv --out compare.md --report report")
+def compare(
+    trace: TraceArg,
+    out_paths: Annotated[list[Path], typer.Option("--out", help="Write the table here: .csv (every column) or .md (Markdown); repeatable.")] = [],
+    report_dir: Annotated[Optional[Path], typer.Option("--report", help="Also write the HTML report and its PNG charts into this folder.")] = None,
+    replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
+    policies: Annotated[str, typer.Option("--policies", help=f"Comma-separated policies to compare: {', '.join(POLICY_NAMES)}.")] = ",".join(POLICY_NAMES),
+    batching: Annotated[str, typer.Option("--batching", help="Comma-separated batching policies, each run with every policy: vllm, sarathi, orca, static, s3, uellm, slai, hybrid.")] = "sarathi",
+    solver: SolverOpt = "cp-sat",
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Wall-clock seconds for each plan (the mip and repair rows share one).")] = 10.0,
+    length_error: LengthErrorOpt = None,
+    predictor: PredictorOpt = None,
+    jitter: JitterOpt = 0.0,
+    slow: SlowOpt = [],
+    fail: FailOpt = [],
+    slo_ttft: SloTtftOpt = None,
+    slo_tbt: SloTbtOpt = None,
+    slo_e2e: SloE2eOpt = None,
+    format: FormatOpt = None,
+    arrival_rate: RateOpt = None,
+    seed: SeedOpt = 0,
+    model: ModelOpt = None,
+    profiles: ProfilesOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every policy on the same trace, fleet, seed and deviations, and print one table.
+
+    Policies: round-robin, least-outstanding, least-work (online dispatch), lpt (the LPT
+    plan followed), mip (the solver's plan followed blindly), repair (that plan repaired
+    online). "/ bound" divides each makespan by the hindsight lower bound, computed from
+    the actual output lengths, so predictions never flatter a policy.
+    """
+    with user_errors():
+        for path in out_paths:
+            if path.suffix.lower() not in (".csv", ".md"):
+                raise OptimizerError(f"--out {path}: give a .csv or .md file.")
+        chosen = parse_names(policies, POLICY_NAMES, "policy")
+        batchings = parse_names(batching, list(BATCHING_POLICIES), "batching policy")
+        loaded = _load(trace, format, arrival_rate, seed, model)
+        actual = with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)
+        cluster = optimizer.resolve_cluster(replicas)
+        requests, belief = _predict(actual, length_error, predictor, seed)
+        deviations = _deviations(jitter, slow, fail, seed, cluster)
+        with SimulateProgress(not quiet and sys.stderr.isatty()) as progress:
+            result = run_comparison(
+                requests, cluster, policies=chosen, batching=batchings, solver=solver, time_limit_s=time_limit, seed=seed,
+                deviations=deviations, belief=belief, profiles=_profiles(profiles), progress=progress if progress.status else None,
+            )
+        page = figures = None
+        if report_dir is not None:
+            page, figures = render_report(
+                title=f"Comparison on {trace.name}", tables={k: v.requests for k, v in result.simulations.items()},
+                replicas=cluster.names, summary=result.table, bounds=result.bounds,
+                plans={f"{name}/{b}": result.plans[source] for name, source in (("lpt", "lpt"), ("mip", "mip"), ("repair", "mip"))
+                       for b in batchings if source in result.plans},
+                notes=_report_notes(loaded, cluster, length_error, predictor, deviations, seed),
+            )
+        for path in out_paths:
+            write_comparison(result.table, path)
+        if report_dir is not None:
+            index = write_report(report_dir, page, figures)
+    if quiet:
+        return
+    out.print(f"{loaded.path}: {loaded.num_requests:,} requests on {cluster.describe()}; seed {seed}")
+    for note in _report_notes(loaded, cluster, length_error, predictor, deviations, seed)[1:]:
+        out.print(note)
+    out.print(f"hindsight lower bound {result.bounds.best_s:,.1f} s ({_bounds_line(result.bounds)})")
+    headers, cells = display_rows(result.table)
+    table = Table(*(Column(h, justify="left" if h in ("policy", "batching") else "right") for h in headers))
+    for row in cells:
+        table.add_row(*row)
+    out.print(table)
+    for path in out_paths:
+        out.print(f"Wrote {path}")
+    if report_dir is not None:
+        out.print(f"Wrote {index} and {len(figures)} PNG charts")
+
+
+def _report_notes(loaded, cluster, length_error, predictor, deviations: Deviations, seed: int) -> list[str]:
+    kind = "offline batch" if loaded.is_offline_batch else "timed arrivals"
+    notes = [f"Trace {loaded.path} ({loaded.format}, {loaded.num_requests:,} requests, {kind}) on {cluster.describe()}; seed {seed}."]
+    notes += list(loaded.notes)
+    if length_error is not None:
+        notes.append(f"Plans and dispatch see predicted lengths: actual x lognormal error, sigma {length_error:g}.")
+    elif predictor is not None:
+        notes.append(f"Plans and dispatch see lengths predicted by the predictor fitted on {predictor}.")
+    if deviations.arrival_jitter_s:
+        notes.append(f"Arrivals jittered by {deviations.arrival_jitter_s:g} s x N(0,1).")
+    for slow in deviations.slowdowns:
+        notes.append(f"{slow.replica} runs {slow.factor:g}x slower from {slow.at_s:g} s.")
+    for failure in deviations.failures:
+        notes.append(f"{failure.replica} fails at {failure.at_s:g} s.")
+    return notes
+
+
+@app.command(epilog="Example: python cli.py report traces/sharegpt_batch_2k.csv --simulation requests.csv --plan plan.csv --out report")
+def report(
+    trace: TraceArg,
+    simulations: Annotated[list[Path], typer.Option("--simulation", help="Per-request CSV written by `simulate --out` (repeatable: latency CDFs side by side); labelled by file name.")],
+    plan: Annotated[Optional[Path], typer.Option("--plan", help="Plan CSV the simulations followed: its planned end of each replica is marked on the Gantt charts.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for index.html and the PNG charts (created if missing).")] = Path("report"),
+    replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
+    title: Annotated[Optional[str], typer.Option("--title", help="Page title (default: the trace's file name).")] = None,
+    slo_ttft: SloTtftOpt = None,
+    slo_tbt: SloTbtOpt = None,
+    slo_e2e: SloE2eOpt = None,
+    format: FormatOpt = None,
+    arrival_rate: RateOpt = None,
+    seed: SeedOpt = 0,
+    model: ModelOpt = None,
+    profiles: ProfilesOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write an HTML report with PNG charts from simulation results: Gantt chart per replica,
+    running-batch size and utilization over time, latency CDFs, summary table and lower bounds.
+
+    Use the trace, --replicas and options the simulations were run with.
+    """
+    with user_errors():
+        loaded = _load(trace, format, arrival_rate, seed, model)
+        requests = with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)
+        cluster = optimizer.resolve_cluster(replicas)
+        bounds, hindsight = optimizer.trace_bounds(requests, cluster, profiles=_profiles(profiles))
+        plan_table = optimizer.read_plan(plan) if plan is not None else None
+        if plan_table is not None:
+            optimizer.validate_plan(plan_table, requests, cluster, path=plan)
+        tables, rows, labels = {}, [], set()
+        for path in simulations:
+            result = read_simulation(path, cluster)
+            label = path.stem if path.stem not in labels else str(path)
+            labels.add(label)
+            aligned = _aligned(result, requests, path)
+            tables[label] = result.requests
+            rows.append(summary_row(label, "", optimizer.summary(aligned, requests, hindsight), bounds.best_s, math.nan))
+        summary = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+        notes = [f"Trace {loaded.path} ({loaded.num_requests:,} requests) on {cluster.describe()}."]
+        if plan_table is not None:
+            notes.append(f"Plan {plan}: last planned end {plan_table['planned_end_s'].max():,.1f} s (black ticks on the Gantt charts).")
+        page, figures = render_report(title=title or f"Report on {trace.name}", tables=tables, replicas=cluster.names, summary=summary,
+                                      bounds=bounds, plans={label: plan_table for label in tables}, notes=notes)
+        index = write_report(out_dir, page, figures)
+    if not quiet:
+        out.print(f"Wrote {index} and {len(figures)} PNG charts")
+
+
+def _aligned(result: optimizer.Simulation, requests, path: Path) -> optimizer.Simulation:
+    """The simulation with its rows in the trace's order; every trace request must be there once."""
+    table = result.requests
+    duplicated = table["request_id"].duplicated()
+    if duplicated.any():
+        raise OptimizerError(f"{path}: line {int(np.argmax(duplicated.to_numpy())) + 2}: request {table['request_id'][duplicated].iloc[0]!r} appears twice.")
+    indexed = table.set_index("request_id")
+    ids = requests["request_id"].astype(str)
+    missing = ~ids.isin(indexed.index)
+    if missing.any():
+        raise OptimizerError(f"{path}: request {ids[missing].iloc[0]!r} of the trace is missing ({int(missing.sum()):,} missing in all); was it simulated on this trace?")
+    if len(indexed) != len(ids):
+        extra = indexed.index[~indexed.index.isin(ids)][0]
+        raise OptimizerError(f"{path}: request {extra!r} is not in the trace; was it simulated on this trace?")
+    return dataclasses.replace(result, requests=indexed.loc[ids].reset_index())
 
 
 @app.command(epilog="Example: python cli.py predict traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv --out predicted.csv")

@@ -7,6 +7,11 @@ finish l_r; m replicas:
 
     makespan        M = max_j e_j
     utilization     U = sum_r b_r / (m M)
+    work utilization W = sum_j w_j / (m M), w_j the estimated work of request j (actual
+                    length) on the kind of replica that ran it, at that kind's best batch
+                    size (`optimizer.estimates`): the bin-packing utilization. Busy time
+                    spent below the best batch size (ramp-up, draining, stalls) lowers W
+                    but not U; W = LB_work / M on a homogeneous fleet.
     idle tail       I_r = M - l_r                       per replica
     TTFT            f_j - a_j                           time to first token
     TBT             (e_j - f_j) / (o_j - 1)             mean time between tokens (o_j > 1)
@@ -32,8 +37,9 @@ from optimizer.simulator import Simulation
 PERCENTILES = (50, 90, 99)
 
 
-def summary(simulation: Simulation, requests: pd.DataFrame) -> dict[str, object]:
-    """The JSON summary of a simulation (requests: the trace table it ran)."""
+def summary(simulation: Simulation, requests: pd.DataFrame, estimates=None) -> dict[str, object]:
+    """The JSON summary of a simulation (requests: the trace table it ran, in the same
+    row order; estimates: `optimizer.estimates` of it at the actual lengths, for W)."""
     table = simulation.requests
     arrival = table["arrival_s"].to_numpy()
     first, finish, start = (table[c].to_numpy() for c in ("first_token_s", "finish_s", "start_s"))
@@ -52,6 +58,7 @@ def summary(simulation: Simulation, requests: pd.DataFrame) -> dict[str, object]
         "makespan_s": makespan,
         "utilization": float(replicas["busy_s"].sum() / (m * makespan)) if makespan > 0 else 0.0,
         "replica_hours": m * makespan / 3600,
+        **({"work_utilization": work_utilization(simulation, estimates)} if estimates is not None else {}),
         "preemptions": int(table["preemptions"].sum()),
         "moved_requests": int(simulation.moved_requests),
         "restarted_requests": int(simulation.restarted_requests),
@@ -65,6 +72,16 @@ def summary(simulation: Simulation, requests: pd.DataFrame) -> dict[str, object]
     if slo is not None:
         result["slo_attainment"] = slo
     return result
+
+
+def work_utilization(simulation: Simulation, estimates) -> float:
+    """W of the module docstring."""
+    replicas = list(simulation.replicas["replica"])
+    index = {name: r for r, name in enumerate(replicas)}
+    kinds = estimates.kind_of_replica[simulation.requests["replica"].map(index).to_numpy(dtype=np.int64)]
+    work = estimates.work_s[np.arange(len(kinds)), kinds].sum()
+    makespan = float(simulation.requests["finish_s"].max())
+    return float(work / (len(replicas) * makespan)) if makespan > 0 else 0.0
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -87,3 +104,20 @@ def _slo_attainment(requests, ttft, e2e, finish, first, output) -> float | None:
     if not has_target.any():
         return None
     return float(met[has_target].mean())
+
+
+def with_slo_targets(requests: pd.DataFrame, *, ttft_s: float | None = None, tbt_s: float | None = None,
+                     e2e_s: float | None = None) -> pd.DataFrame:
+    """The trace with these latency targets filled in where a request has none of its own."""
+    from optimizer.errors import OptimizerError
+
+    table = requests
+    for column, target in (("ttft_target_s", ttft_s), ("tbt_target_s", tbt_s), ("e2e_target_s", e2e_s)):
+        if target is None:
+            continue
+        if not target > 0:
+            raise OptimizerError(f"The {column.removesuffix('_target_s').upper()} target must be greater than 0 seconds, got {target:g}.")
+        if table is requests:
+            table = requests.copy()
+        table[column] = table[column].fillna(target) if column in table else float(target)
+    return table

@@ -32,6 +32,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +123,7 @@ class Engine:
         self.last_finish = 0.0
         self.slow_from, self.slow_factor = math.inf, 1.0
         self.failed = False
+        self.progress = None  # called with the clock after each step, for progress display
 
     # -- queries used by the batching policies --------------------------------------
 
@@ -206,6 +208,8 @@ class Engine:
                 self._decode_run(iteration.decode, min(horizon, self.slow_from) if self.clock < self.slow_from else horizon)
             else:
                 self._run_once(iteration)
+            if self.progress is not None:
+                self.progress(self.clock)
 
     def prefill_time_s(self, chunks: list) -> float:
         return self._iteration_ms(chunks, 0, 0) * MS
@@ -414,6 +418,7 @@ def simulate(
     dispatch_options: dict[str, float] | None = None,
     deviations: Deviations | None = None,
     belief: LengthBelief | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> Simulation:
     """Replay `requests` (with their actual output lengths) on `cluster`.
 
@@ -426,6 +431,8 @@ def simulate(
         deviations: arrival jitter, slowdowns and failures to inject.
         belief: spread of actual / predicted lengths, for dispatchers that condition on
             progress (default: predictions are exact).
+        progress: called with the simulated time (seconds) as it advances; it only
+            watches, so results are the same with or without it.
     """
     from optimizer.dispatch import make_dispatcher
 
@@ -442,6 +449,9 @@ def simulate(
                                  options=dispatch_options, belief=belief or LengthBelief.exact())
     POLICIES[policy](**(policy_options or {}))  # validate the options once, before any work
     engines = [Engine(r, profile_for(r, profiles), POLICIES[policy](**(policy_options or {}))) for r in cluster.replicas]
+    if progress is not None:
+        for engine in engines:
+            engine.progress = progress
     for slow in deviations.slowdowns:
         engine = engines[cluster.names.index(slow.replica)]
         engine.slow_from, engine.slow_factor = slow.at_s, slow.factor
@@ -546,3 +556,72 @@ def write_simulation(simulation: Simulation, path) -> None:
         table[column] = spreadsheet.neutralize(table[column])
     with atomic_output(path) as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6f")
+
+
+SIMULATION_COLUMNS = ("request_id", "replica", "arrival_s", "start_s", "first_token_s", "finish_s")
+
+
+def busy_intervals(start_s: np.ndarray, finish_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The union of the intervals [start, finish] as disjoint (begins, ends), in time order.
+
+    A replica iterates without pause while it holds an unfinished request, so on one
+    replica this union is its busy time (up to the requests preempted back to its queue).
+    """
+    order = np.argsort(start_s, kind="stable")
+    start, finish = start_s[order], finish_s[order]
+    reach = np.maximum.accumulate(finish)
+    # A new interval begins where a start lies after everything before it has finished.
+    new = np.ones(len(start), dtype=bool)
+    new[1:] = start[1:] > reach[:-1]
+    ends_at = np.r_[np.flatnonzero(new)[1:] - 1, len(start) - 1]
+    return start[new], reach[ends_at]
+
+
+def read_simulation(path, cluster: Cluster, *, policy: str = "", dispatch: str = "") -> Simulation:
+    """A per-request CSV written by `write_simulation`, as a `Simulation`.
+
+    The per-replica counters are rebuilt from the requests: busy time is the union of
+    their [start, finish] intervals (`busy_intervals`), iterations and failures are not
+    in the file (0 and False).
+    """
+    from pathlib import Path
+
+    from optimizer import spreadsheet
+
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype={"request_id": str, "replica": str}, keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise OptimizerError(f"{path}: no such file.") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise OptimizerError(f"{path}: not a simulation CSV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}).") from None
+    missing = [c for c in SIMULATION_COLUMNS if c not in table]
+    if missing:
+        raise OptimizerError(f"{path}: missing column(s) {', '.join(missing)}; expected the CSV of `simulate --out`.")
+    for column in SIMULATION_COLUMNS[2:]:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            raise OptimizerError(f"{path}: line {row + 2}, field {column}: {table[column].iloc[row]!r} is not a finite number.")
+        table[column] = values.astype(float)
+    for column in ("preemptions", "restarts"):
+        table[column] = pd.to_numeric(table[column], errors="coerce").fillna(0).astype(np.int64) if column in table else 0
+    for column in ("request_id", "replica"):
+        table[column] = spreadsheet.restore(table[column])
+    unknown = ~table["replica"].isin(cluster.names)
+    if unknown.any():
+        row = int(np.argmax(unknown.to_numpy()))
+        raise OptimizerError(f"{path}: line {row + 2}, field replica: {table['replica'].iloc[row]!r} is not a replica of the cluster ({cluster.describe()}).")
+    busy, last, count = [], [], []
+    for name in cluster.names:
+        mine = table[table["replica"] == name]
+        begins, ends = busy_intervals(mine["start_s"].to_numpy(), mine["finish_s"].to_numpy())
+        busy.append(float((ends - begins).sum()))
+        last.append(float(mine["finish_s"].max()) if len(mine) else 0.0)
+        count.append(len(mine))
+    replicas = pd.DataFrame({
+        "replica": cluster.names, "busy_s": busy, "iterations": 0, "last_finish_s": last, "peak_kv_tokens": 0,
+        "kv_capacity_tokens": [r.kv_capacity_tokens for r in cluster.replicas], "requests": count, "failed": False,
+    })
+    return Simulation(table, replicas, policy or path.stem, dispatch, restarted_requests=int(table["restarts"].sum()))

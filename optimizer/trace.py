@@ -347,16 +347,64 @@ def _burstgpt(rows: _Rows, options: _Options) -> _Converted:
     return _Converted(columns, keep=keep, excluded_reason="failed request (zero response tokens)")
 
 
+def _untimed_arrivals(n: int, options: _Options) -> tuple[np.ndarray, str]:
+    """Arrivals for a format without times: an offline batch, or seeded Poisson arrivals."""
+    if options.arrival_rate is None:
+        return np.zeros(n), "No arrival times in this format: loaded as an offline batch (all arrivals at 0)."
+    # Poisson arrivals: exponential gaps with mean 1/rate, the first request at 0.
+    gaps = np.random.default_rng(options.seed).exponential(1.0 / options.arrival_rate, size=max(n - 1, 0))
+    arrival_s = np.concatenate([[0.0], np.cumsum(gaps)])[:n]
+    return arrival_s, f"No arrival times in this format: drew Poisson arrivals at {options.arrival_rate:g} req/s (seed {options.seed})."
+
+
+#: Llama-2 tokens per English word, for text without token counts (`estimate_tokens`).
+TOKENS_PER_WORD = 1.3
+_CALCULATOR = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations: not model output
+
+
+def estimate_tokens(text: pd.Series) -> np.ndarray:
+    """Estimated Llama-2 (SentencePiece) token counts of text, for data sets without them.
+
+        tokens = digits + ceil(1.3 x words) + symbols + newlines
+
+    Llama's tokenizer splits numbers into single digits and most punctuation into tokens
+    of their own; 1.3 tokens per word (runs of letters) is the usual English rate. An
+    estimate, not a tokenizer: no tokenizer model ships with this tool.
+    """
+    digits = text.str.count(r"\d").to_numpy()
+    words = text.str.count(r"[^\W\d_]+").to_numpy()
+    symbols = text.str.count(r"[^\w\s]").to_numpy()
+    newlines = text.str.count("\n").to_numpy()
+    return (digits + np.ceil(TOKENS_PER_WORD * words) + symbols + newlines).astype(np.int64)
+
+
+def _gsm8k(rows: _Rows, options: _Options) -> _Converted:
+    question = rows.raw["question"].astype(object).where(rows.raw["question"].notna(), "").astype(str).reset_index(drop=True)
+    answer = rows.raw["answer"].astype(object).where(rows.raw["answer"].notna(), "").astype(str).reset_index(drop=True)
+    for column, cells in (("question", question), ("answer", answer)):
+        empty = (cells.str.strip() == "").to_numpy()
+        if empty.any():
+            raise rows.error("is empty; the token estimate needs the text.", int(np.argmax(empty)), column)
+    arrival_s, arrivals = _untimed_arrivals(len(rows), options)
+    return _Converted(
+        {
+            "request_id": "gsm8k-" + _row_ids(rows),
+            "arrival_s": arrival_s,
+            "prompt_tokens": np.maximum(estimate_tokens(question) + 1, 1),  # + the BOS token
+            "output_tokens": np.maximum(estimate_tokens(answer.str.replace(_CALCULATOR, "", regex=True)), 1),
+        },
+        notes=[
+            "GSM8K has no token counts: estimated as digits + 1.3 x words + symbols + newlines (Llama-2 tokenizer "
+            "conventions); prompt = the question (+1 BOS), output = the reference answer without its <<calculator>> notes.",
+            arrivals,
+        ],
+    )
+
+
 def _lengths(rows: _Rows, options: _Options) -> _Converted:
     n = len(rows)
-    if options.arrival_rate is None:
-        arrival_s = np.zeros(n)
-        notes = ["No arrival times in this format: loaded as an offline batch (all arrivals at 0)."]
-    else:
-        # Poisson arrivals: exponential gaps with mean 1/rate, the first request at 0.
-        gaps = np.random.default_rng(options.seed).exponential(1.0 / options.arrival_rate, size=max(n - 1, 0))
-        arrival_s = np.concatenate([[0.0], np.cumsum(gaps)])[:n]
-        notes = [f"No arrival times in this format: drew Poisson arrivals at {options.arrival_rate:g} req/s (seed {options.seed})."]
+    arrival_s, note = _untimed_arrivals(n, options)
+    notes = [note]
     return _Converted(
         {
             "request_id": _row_ids(rows),
@@ -418,6 +466,14 @@ FORMATS: dict[str, TraceFormat] = {
             ("Model", "Total tokens", "Log Type"),
             ("Model", "Log Type"),
             _burstgpt,
+        ),
+        TraceFormat(
+            "gsm8k",
+            "GSM8K questions and answers (JSON lines; token counts estimated, offline batch or --arrival-rate)",
+            ("question", "answer"),
+            (),
+            ("question", "answer"),
+            _gsm8k,
         ),
         TraceFormat(
             "lengths",

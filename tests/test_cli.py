@@ -46,7 +46,7 @@ def test_solve_writes_a_valid_deterministic_plan(tmp_path):
     validate_plan(read_plan(first), requests, parse_replicas("h100-tp4:4,a100-tp4:4"))
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in TRACES.glob("*.csv")))
+@pytest.mark.parametrize("name", sorted(p.name for p in TRACES.iterdir() if p.suffix in (".csv", ".jsonl")))
 def test_trace_stats_works_on_every_bundled_trace(name):
     """Tests that `trace stats` reads every bundled trace."""
     result = runner.invoke(app, ["trace", "stats", str(TRACES / name), "--json"])

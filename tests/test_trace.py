@@ -194,9 +194,14 @@ GOOD_ROW = "2023-11-16 18:17:03.9799600,4808,10\n"
             "duplicate.csv:4: request_id: duplicate request id 'a' (first used on line 2).",
         ),
         (
+            "gsm8k.jsonl",
+            '{"question": "What is 2 + 2?", "answer": "2 + 2 = 4\\n#### 4"}\n{"question": "Why?", "answer": " "}\n',
+            "gsm8k.jsonl:2: answer: is empty; the token estimate needs the text.",
+        ),
+        (
             "unknown.csv",
-            "when,prompt,answer\n1,2,3\n",
-            "unknown.csv:1: unknown trace format: the columns (when, prompt, answer) match none of",
+            "when,prompt,reply\n1,2,3\n",
+            "unknown.csv:1: unknown trace format: the columns (when, prompt, reply) match none of",
         ),
         (
             "ragged.csv",
@@ -259,3 +264,20 @@ def test_option_errors_are_clear(tmp_path):
 def test_numeric_looking_ids_keep_their_spelling():
     """Tests that ids such as '007' and '7' stay distinct text, not the same number."""
     assert load_trace(DATA / "ids.csv").requests["request_id"].tolist() == ["007", "7"]
+
+
+def test_gsm8k_token_estimate_counts_digits_words_and_symbols():
+    from optimizer.trace import estimate_tokens
+
+    # digits 1,6,3,4,9 -> 5; words Janet sells duck eggs a day -> ceil(1.3 x 6) = 8; symbols - - = . -> 4
+    text = pd.Series(["Janet sells 16 - 3 - 4 = 9 duck eggs a day.", "a\nb"])
+    assert estimate_tokens(text).tolist() == [17, 3 + 1]
+
+
+def test_bundled_gsm8k_loads_as_an_offline_batch_with_the_estimate_stated():
+    trace = load_trace(Path(__file__).resolve().parent.parent / "traces" / "gsm8k_test.jsonl")
+    assert trace.format == "gsm8k" and trace.num_requests == 1319 and trace.is_offline_batch
+    assert any("estimated" in note for note in trace.notes)
+    first = trace.requests.iloc[0]
+    # The first answer's <<16-3-4=9>> and <<9*2=18>> notes are not output tokens.
+    assert first["request_id"] == "gsm8k-0" and 30 < first["output_tokens"] < 60 and first["prompt_tokens"] > 50
