@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: plan test bench clean
+.PHONY: plan test bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,19 @@ $(STAMP): pyproject.toml
 plan: $(STAMP)
 	$(PY) cli.py solve traces/sharegpt_batch_2k.csv --out plan.csv
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The report test opens a report in headless Chromium (Debian packages chromium and
+# chromium-driver). Installed here when missing and apt-get is usable (root); otherwise
+# that one test is skipped and says why.
+browser:
+	@if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium and chromium-driver (for the report test)"; \
+		apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1) || \
+		echo "could not install chromium; the browser test will be skipped"; \
+	fi
 
 bench: $(STAMP)
 	$(PY) benchmarks/load_trace.py
@@ -25,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/planner.py
 	$(PY) benchmarks/simulator.py
 	$(PY) benchmarks/repair.py
+	$(PY) benchmarks/gsm8k.py
 
 clean:
 	rm -rf $(VENV) plan.csv .pytest_cache

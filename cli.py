@@ -465,8 +465,7 @@ def compare(
             page, figures = render_report(
                 title=f"Comparison on {trace.name}", tables={k: v.requests for k, v in result.simulations.items()},
                 replicas=cluster.names, summary=result.table, bounds=result.bounds,
-                plans={f"{name}/{b}": result.plans[source] for name, source in (("lpt", "lpt"), ("mip", "mip"), ("repair", "mip"))
-                       for b in batchings if source in result.plans},
+                plans=result.plans,
                 notes=_report_notes(loaded, cluster, length_error, predictor, deviations, seed),
             )
         for path in out_paths:

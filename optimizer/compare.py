@@ -66,8 +66,9 @@ CompareProgress = Callable[[str, float], None]
 
 @dataclass(frozen=True)
 class Comparison:
-    """The table (one row per policy and batching, `COLUMNS`), each row's simulation
-    (keyed "policy/batching"), the plans used, and the hindsight bounds."""
+    """The table (one row per policy and batching, `COLUMNS`), each row's simulation and
+    the plan it followed (keyed "policy/batching"; online rows have no plan), and the
+    hindsight bounds."""
 
     table: pd.DataFrame
     simulations: dict[str, Simulation]
@@ -122,14 +123,20 @@ def compare(
     plans: dict[str, pd.DataFrame] = {}
     planning_s: dict[str, float] = {}
     for source in dict.fromkeys(_DISPATCH[name][1] for name in policies if _DISPATCH[name][1]):
+        method = solver if source == "mip" else "lpt"
         if progress:
-            progress(f"planning ({solver if source == 'mip' else 'lpt'})", 0.0)
+            progress(f"planning ({method})", 0.0)
+
+        def solving(incumbent: float, bound: float, elapsed_s: float, method=method) -> None:
+            gap = incumbent / bound - 1 if bound > 0 else math.inf
+            progress(f"planning ({method}): incumbent {incumbent:,.2f} s  bound {bound:,.2f} s  gap {gap:.3%}  elapsed {elapsed_s:.1f} s", 0.0)
+
         started = time.perf_counter()
-        result = solve(requests, cluster, solver="lpt" if source == "lpt" else solver, time_limit_s=time_limit_s,
-                       seed=seed, profiles=profiles)
+        result = solve(requests, cluster, solver=method, time_limit_s=time_limit_s, seed=seed, profiles=profiles,
+                       progress=solving if progress else None)
         planning_s[source] = time.perf_counter() - started
         plans[source] = result.plan
-    rows, simulations = [], {}
+    rows, simulations, followed = [], {}, {}
     for name in policies:
         dispatch, source = _DISPATCH[name]
         for policy in batching:
@@ -140,8 +147,10 @@ def compare(
                 belief=belief, progress=(lambda now_s, label=label: progress(label, now_s)) if progress else None,
             )
             simulations[label] = simulation
+            if source:
+                followed[label] = plans[source]
             rows.append(summary_row(name, policy, summary(simulation, requests, hindsight), bounds.best_s, planning_s.get(source, 0.0)))
-    return Comparison(pd.DataFrame(rows, columns=list(COLUMNS)), simulations, plans, bounds)
+    return Comparison(pd.DataFrame(rows, columns=list(COLUMNS)), simulations, followed, bounds)
 
 
 def summary_row(policy: str, batching: str, figures: dict, bound_s: float, planning_s: float) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -102,6 +103,9 @@ def test_cli_compare_writes_csv_and_markdown(tmp_path):
     table = pd.read_csv(csv)
     assert list(table["policy"]) == list(POLICY_NAMES)
     assert {"policy", "makespan_s", "makespan_over_bound", "utilization", "slo_attainment"} <= set(table.columns)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert csv.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file the user writes, not private
     text = md.read_text()
     assert text.startswith("| policy |") and text.count("\n") == 2 + len(POLICY_NAMES)
     assert "hindsight lower bound" in result.stdout and "repair" in result.stdout
