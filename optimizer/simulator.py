@@ -565,7 +565,8 @@ def busy_intervals(start_s: np.ndarray, finish_s: np.ndarray) -> tuple[np.ndarra
     """The union of the intervals [start, finish] as disjoint (begins, ends), in time order.
 
     A replica iterates without pause while it holds an unfinished request, so on one
-    replica this union is its busy time (up to the requests preempted back to its queue).
+    replica this union is its busy time. Not exactly for a request restarted after a
+    failure: the file keeps its first start, on the replica that failed.
     """
     order = np.argsort(start_s, kind="stable")
     start, finish = start_s[order], finish_s[order]
