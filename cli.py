@@ -55,8 +55,8 @@ from optimizer.profile import (
     holdout_error,
     read_measurements,
 )
+from optimizer.report import check_report_dir, write_report
 from optimizer.report import render as render_report
-from optimizer.report import write_report
 from optimizer.simulator import read_simulation
 
 app = typer.Typer(
@@ -448,6 +448,10 @@ def compare(
         for path in out_paths:
             if path.suffix.lower() not in (".csv", ".md"):
                 raise OptimizerError(f"--out {path}: give a .csv or .md file.")
+            if not (path.parent if str(path.parent) else Path(".")).is_dir():
+                raise OptimizerError(f"{path}: folder {path.parent} does not exist.")
+        if report_dir is not None:
+            check_report_dir(report_dir)
         chosen = parse_names(policies, POLICY_NAMES, "policy")
         batchings = parse_names(batching, list(BATCHING_POLICIES), "batching policy")
         loaded = _load(trace, format, arrival_rate, seed, model)

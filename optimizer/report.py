@@ -249,13 +249,19 @@ def render(
     return _html(title, summary, bounds, figures, notes), figures
 
 
-def write_report(out_dir: str | Path, page: str, figures: list[Figure]) -> Path:
-    """Write index.html and the PNGs into `out_dir` (created if needed), each file atomically."""
+def check_report_dir(out_dir: str | Path) -> Path:
+    """The folder a report can be written to (itself or its parent exists), else an error."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OptimizerError(f"{out_dir}: exists and is not a folder.")
     if not out_dir.parent.is_dir():
         raise OptimizerError(f"{out_dir}: folder {out_dir.parent} does not exist.")
+    return out_dir
+
+
+def write_report(out_dir: str | Path, page: str, figures: list[Figure]) -> Path:
+    """Write index.html and the PNGs into `out_dir` (created if needed), each file atomically."""
+    out_dir = check_report_dir(out_dir)
     out_dir.mkdir(exist_ok=True)
     for figure in figures:
         with atomic_output(out_dir / figure.name) as tmp:

@@ -119,11 +119,13 @@ def test_cli_compare_writes_csv_and_markdown(tmp_path):
         (["--out", "table.txt"], "--out table.txt: give a .csv or .md file."),
         (["--fail", "h100-tp4-9@3"], "h100-tp4-9"),
         (["--slo-ttft", "0"], "The TTFT target must be greater than 0 seconds"),
+        (["--out", "table.csv", "--report", "missing/report"], "missing/report: folder missing does not exist."),
     ],
 )
-def test_cli_compare_bad_options_are_one_line(args, message, tmp_path):
+def test_cli_compare_bad_options_are_one_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["compare", str(TRACES / "sharegpt_batch_2k.csv"), *args], catch_exceptions=False)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
-    assert not (tmp_path / "table.txt").exists()
+    assert not list(tmp_path.iterdir())  # nothing written, not even the table
