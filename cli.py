@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
@@ -37,7 +36,7 @@ from optimizer.compare import (
 from optimizer.compare import compare as run_comparison
 from optimizer.deviation import Deviations, parse_failure, parse_slowdown
 from optimizer.errors import OptimizerError
-from optimizer.files import atomic_output
+from optimizer.files import atomic_output, check_folder
 from optimizer.metrics import with_slo_targets
 from optimizer.options import parse_options
 from optimizer.pcmax import read_pcmax, solve_pcmax
@@ -172,36 +171,16 @@ def _bounds_line(bounds: optimizer.Bounds) -> str:
     return ", ".join(parts)
 
 
-class SolveProgress:
-    """Live line with the incumbent, bound and gap while a solver runs (interactive terminals only)."""
-
-    def __init__(self, enabled: bool):
-        self.status = Status("solving ...", console=Console(stderr=True)) if enabled else None
-
-    def __enter__(self) -> "SolveProgress":
-        if self.status is not None:
-            self.status.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.status is not None:
-            self.status.stop()
-
-    def __call__(self, incumbent: float, bound: float, elapsed_s: float) -> None:
-        if self.status is not None:
-            gap = incumbent / bound - 1 if bound > 0 else float("inf")
-            self.status.update(f"incumbent {incumbent:,.2f} s  bound {bound:,.2f} s  gap {gap:.3%}  elapsed {elapsed_s:.1f} s")
-
-
-class SimulateProgress:
-    """Live line with the simulated time while simulations run (interactive terminals only)."""
+class LiveStatus:
+    """A live line on stderr while long work runs, on interactive terminals only: the
+    solver's incumbent, bound and gap while planning, the simulated time while simulating."""
 
     def __init__(self, enabled: bool, label: str = ""):
-        self.status = Status("simulating ...", console=Console(stderr=True)) if enabled else None
+        self.status = Status(label or "working ...", console=Console(stderr=True)) if enabled else None
         self.label = label
         self.shown_at = 0.0
 
-    def __enter__(self) -> "SimulateProgress":
+    def __enter__(self) -> "LiveStatus":
         if self.status is not None:
             self.status.start()
         return self
@@ -210,12 +189,23 @@ class SimulateProgress:
         if self.status is not None:
             self.status.stop()
 
-    def __call__(self, *args) -> None:
-        """(simulated seconds) from `simulate`, or (what is running, simulated seconds) from `compare`."""
-        if self.status is None:
-            return
-        label, now_s = (self.label, args[0]) if len(args) == 1 else args
-        if time.monotonic() - self.shown_at > 0.1 or now_s == 0.0:  # a terminal needs no more than 10 updates/s
+    @property
+    def solving(self):
+        """Progress callback of `optimizer.solve`, or None when nothing is shown."""
+        return self._solving if self.status is not None else None
+
+    @property
+    def simulating(self):
+        """Progress callback of `optimizer.compare` (what runs, simulated seconds), or None."""
+        return self._simulating if self.status is not None else None
+
+    def _solving(self, incumbent: float, bound: float, elapsed_s: float) -> None:
+        gap = incumbent / bound - 1 if bound > 0 else float("inf")
+        self.status.update(f"incumbent {incumbent:,.2f} s  bound {bound:,.2f} s  gap {gap:.3%}  elapsed {elapsed_s:.1f} s")
+
+    def _simulating(self, label: str, now_s: float) -> None:
+        # A new step (time 0) shows at once; the clock at most 10 times a second.
+        if now_s == 0.0 or time.monotonic() - self.shown_at > 0.1:
             self.shown_at = time.monotonic()
             self.status.update(f"{label}  simulated time {now_s:,.1f} s" if now_s else label)
 
@@ -251,10 +241,10 @@ def solve(
         loaded = _load(trace, format, arrival_rate, seed, model)
         cluster = optimizer.resolve_cluster(replicas)
         requests, _ = _predict(loaded.requests, length_error, predictor, seed)
-        with SolveProgress(enabled=not quiet and sys.stderr.isatty()) as progress:
+        with LiveStatus(not quiet and sys.stderr.isatty(), "solving ...") as status:
             result = optimizer.solve(
                 requests, cluster, solver=solver, time_limit_s=time_limit, formulation=formulation,
-                seed=seed, profiles=_profiles(profiles), progress=progress,
+                seed=seed, profiles=_profiles(profiles), progress=status.solving,
             )
         optimizer.validate_plan(result.plan, loaded.requests, cluster)
         optimizer.write_plan(result.plan, out_path)
@@ -379,12 +369,14 @@ def simulate(
             planned = optimizer.solve(requests, cluster, time_limit_s=time_limit, seed=seed, profiles=_profiles(profiles))
             table = planned.plan
             made_plan = f"planned first ({planned.status}, estimated makespan {planned.objective:,.1f} s)"
-        with SimulateProgress(not quiet and sys.stderr.isatty(), f"simulating {chosen} dispatch, {policy} batching") as progress:
+        label = f"simulating {chosen} dispatch, {policy} batching"
+        with LiveStatus(not quiet and sys.stderr.isatty(), label) as status:
+            simulating = status.simulating
             result = optimizer.simulate(
                 requests, cluster, dispatch=chosen, policy=policy, plan=table, seed=seed,
                 profiles=_profiles(profiles), policy_options=parse_options(policy_option),
                 dispatch_options=parse_options(dispatch_option), deviations=deviations, belief=belief,
-                progress=progress if progress.status else None,
+                progress=(lambda now_s: simulating(label, now_s)) if simulating else None,
             )
         figures = optimizer.summary(result, loaded.requests)
         if out_path is not None:
@@ -448,8 +440,7 @@ def compare(
         for path in out_paths:
             if path.suffix.lower() not in (".csv", ".md"):
                 raise OptimizerError(f"--out {path}: give a .csv or .md file.")
-            if not (path.parent if str(path.parent) else Path(".")).is_dir():
-                raise OptimizerError(f"{path}: folder {path.parent} does not exist.")
+            check_folder(path)
         if report_dir is not None:
             check_report_dir(report_dir)
         chosen = parse_names(policies, POLICY_NAMES, "policy")
@@ -459,18 +450,18 @@ def compare(
         cluster = optimizer.resolve_cluster(replicas)
         requests, belief = _predict(actual, length_error, predictor, seed)
         deviations = _deviations(jitter, slow, fail, seed, cluster)
-        with SimulateProgress(not quiet and sys.stderr.isatty()) as progress:
+        with LiveStatus(not quiet and sys.stderr.isatty()) as status:
             result = run_comparison(
                 requests, cluster, policies=chosen, batching=batchings, solver=solver, time_limit_s=time_limit, seed=seed,
-                deviations=deviations, belief=belief, profiles=_profiles(profiles), progress=progress if progress.status else None,
+                deviations=deviations, belief=belief, profiles=_profiles(profiles),
+                progress=status.simulating, solve_progress=status.solving,
             )
+        notes = _report_notes(loaded, cluster, length_error, predictor, deviations, seed)
         page = figures = None
         if report_dir is not None:
             page, figures = render_report(
                 title=f"Comparison on {trace.name}", tables={k: v.requests for k, v in result.simulations.items()},
-                replicas=cluster.names, summary=result.table, bounds=result.bounds,
-                plans=result.plans,
-                notes=_report_notes(loaded, cluster, length_error, predictor, deviations, seed),
+                replicas=cluster.names, summary=result.table, bounds=result.bounds, plans=result.plans, notes=notes,
             )
         for path in out_paths:
             write_comparison(result.table, path)
@@ -479,7 +470,7 @@ def compare(
     if quiet:
         return
     out.print(f"{loaded.path}: {loaded.num_requests:,} requests on {cluster.describe()}; seed {seed}")
-    for note in _report_notes(loaded, cluster, length_error, predictor, deviations, seed)[1:]:
+    for note in notes[1:]:  # the first, about the trace and fleet, is the line above
         out.print(note)
     out.print(f"hindsight lower bound {result.bounds.best_s:,.1f} s ({_bounds_line(result.bounds)})")
     headers, cells = display_rows(result.table)
@@ -543,12 +534,11 @@ def report(
             optimizer.validate_plan(plan_table, requests, cluster, path=plan)
         tables, rows, labels = {}, [], set()
         for path in simulations:
-            result = read_simulation(path, cluster)
+            result = read_simulation(path, cluster, requests=requests)
             label = path.stem if path.stem not in labels else str(path)
             labels.add(label)
-            aligned = _aligned(result, requests, path)
             tables[label] = result.requests
-            rows.append(summary_row(label, "", optimizer.summary(aligned, requests, hindsight), bounds.best_s, math.nan))
+            rows.append(summary_row(label, "", optimizer.summary(result, requests, hindsight), bounds.best_s, math.nan))
         summary = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
         notes = [f"Trace {loaded.path} ({loaded.num_requests:,} requests) on {cluster.describe()}."]
         if plan_table is not None:
@@ -558,23 +548,6 @@ def report(
         index = write_report(out_dir, page, figures)
     if not quiet:
         out.print(f"Wrote {index} and {len(figures)} PNG charts")
-
-
-def _aligned(result: optimizer.Simulation, requests, path: Path) -> optimizer.Simulation:
-    """The simulation with its rows in the trace's order; every trace request must be there once."""
-    table = result.requests
-    duplicated = table["request_id"].duplicated()
-    if duplicated.any():
-        raise OptimizerError(f"{path}: line {int(np.argmax(duplicated.to_numpy())) + 2}: request {table['request_id'][duplicated].iloc[0]!r} appears twice.")
-    indexed = table.set_index("request_id")
-    ids = requests["request_id"].astype(str)
-    missing = ~ids.isin(indexed.index)
-    if missing.any():
-        raise OptimizerError(f"{path}: request {ids[missing].iloc[0]!r} of the trace is missing ({int(missing.sum()):,} missing in all); was it simulated on this trace?")
-    if len(indexed) != len(ids):
-        extra = indexed.index[~indexed.index.isin(ids)][0]
-        raise OptimizerError(f"{path}: request {extra!r} is not in the trace; was it simulated on this trace?")
-    return dataclasses.replace(result, requests=indexed.loc[ids].reset_index())
 
 
 @app.command(epilog="Example: python cli.py predict traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv --out predicted.csv")

@@ -33,11 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from optimizer.backends import Progress
 from optimizer.batching import POLICIES
 from optimizer.bounds import Bounds, trace_bounds
 from optimizer.cluster import Cluster
 from optimizer.deviation import Deviations
 from optimizer.errors import OptimizerError
+from optimizer.files import atomic_output
 from optimizer.metrics import summary
 from optimizer.predictor import LengthBelief
 from optimizer.simulator import Simulation, simulate
@@ -101,6 +103,7 @@ def compare(
     profiles: dict | None = None,
     policy_options: dict[str, dict[str, float]] | None = None,
     progress: CompareProgress | None = None,
+    solve_progress: Progress | None = None,
 ) -> Comparison:
     """Simulate every (policy, batching) pair on `requests` and tabulate the results.
 
@@ -109,7 +112,8 @@ def compare(
             where plans and dispatchers should see predictions.
         solver, time_limit_s: how the "mip" and "repair" rows plan (`optimizer.solve`).
         policy_options: named options per batching policy, e.g. {"hybrid": {"lagrange": 2}}.
-        progress: called with (row label, simulated seconds) as the runs go.
+        progress: called with (what runs, simulated seconds) as the runs go (0 as each starts).
+        solve_progress: passed to `optimizer.solve` while the plans are made.
     """
     for name in policies:
         if name not in _DISPATCH:
@@ -126,14 +130,9 @@ def compare(
         method = solver if source == "mip" else "lpt"
         if progress:
             progress(f"planning ({method})", 0.0)
-
-        def solving(incumbent: float, bound: float, elapsed_s: float, method=method) -> None:
-            gap = incumbent / bound - 1 if bound > 0 else math.inf
-            progress(f"planning ({method}): incumbent {incumbent:,.2f} s  bound {bound:,.2f} s  gap {gap:.3%}  elapsed {elapsed_s:.1f} s", 0.0)
-
         started = time.perf_counter()
         result = solve(requests, cluster, solver=method, time_limit_s=time_limit_s, seed=seed, profiles=profiles,
-                       progress=solving if progress else None)
+                       progress=solve_progress)
         planning_s[source] = time.perf_counter() - started
         plans[source] = result.plan
     rows, simulations, followed = [], {}, {}
@@ -213,8 +212,6 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def write_comparison(table: pd.DataFrame, path) -> None:
     """CSV (every column, full precision) or Markdown (`.md`: the display columns)."""
-    from optimizer.files import atomic_output
-
     with atomic_output(path) as tmp:
         if str(path).lower().endswith(".md"):
             tmp.write_text(to_markdown(table))

@@ -11,6 +11,15 @@ from pathlib import Path
 from optimizer.errors import OptimizerError
 
 
+def check_folder(path: str | Path) -> Path:
+    """The folder `path` would be written into; an error if it does not exist (checked
+    before long work, so that a bad output path fails at once)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise OptimizerError(f"{path}: folder {path.parent} does not exist.")
+    return path.parent
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; move it into place only if the block succeeds.
@@ -19,9 +28,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     rename on the same file system, which readers see either entirely or not at all.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OptimizerError(f"{path}: folder {folder} does not exist.")
+    folder = check_folder(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)

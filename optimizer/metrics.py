@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from optimizer.errors import OptimizerError
 from optimizer.simulator import Simulation
 
 PERCENTILES = (50, 90, 99)
@@ -109,8 +110,6 @@ def _slo_attainment(requests, ttft, e2e, finish, first, output) -> float | None:
 def with_slo_targets(requests: pd.DataFrame, *, ttft_s: float | None = None, tbt_s: float | None = None,
                      e2e_s: float | None = None) -> pd.DataFrame:
     """The trace with these latency targets filled in where a request has none of its own."""
-    from optimizer.errors import OptimizerError
-
     table = requests
     for column, target in (("ttft_target_s", ttft_s), ("tbt_target_s", tbt_s), ("e2e_target_s", e2e_s)):
         if target is None:

@@ -39,7 +39,7 @@ import pandas as pd  # noqa: E402
 from optimizer.bounds import Bounds  # noqa: E402
 from optimizer.compare import display_rows  # noqa: E402
 from optimizer.errors import OptimizerError  # noqa: E402
-from optimizer.files import atomic_output  # noqa: E402
+from optimizer.files import atomic_output, check_folder  # noqa: E402
 from optimizer.simulator import busy_intervals  # noqa: E402
 
 #: Time bins of the activity charts.
@@ -100,11 +100,11 @@ def step_average(begins: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np.
     steps = np.concatenate([np.ones(len(begins)), -np.ones(len(ends))])
     order = np.argsort(times, kind="stable")
     times, level = times[order], np.cumsum(steps[order])
-    # Integral of the count from 0 to each event time, then to each edge by interpolation
-    # (the count is constant between events, so the integral is piecewise linear).
-    area = np.concatenate([[0.0], np.cumsum(level[:-1] * np.diff(times))]) if len(times) else np.zeros(0)
     if not len(times):
         return np.zeros(len(edges) - 1)
+    # Integral of the count from 0 to each event time, then to each edge by interpolation
+    # (the count is constant between events, so the integral is piecewise linear).
+    area = np.concatenate([[0.0], np.cumsum(level[:-1] * np.diff(times))])
     at_edges = np.interp(edges, times, area, left=0.0, right=area[-1])
     return np.diff(at_edges) / np.diff(edges)
 
@@ -133,12 +133,14 @@ def gantt_figure(table: pd.DataFrame, replicas: list[str], title: str, plan: pd.
     mean_bar_px = float(np.mean(finish - start)) / makespan * plot_px if makespan > 0 else 0.0
     depth = np.ones(len(replicas), dtype=np.int64)
     rows = np.zeros(len(table), dtype=np.int64)
-    for r in range(len(replicas)):
-        mine = np.flatnonzero(lane == r)
-        if len(mine):
-            rows[mine] = stack_rows(start[mine], finish[mine])
-            depth[r] = rows[mine].max() + 1
-    bars = mean_bar_px >= MIN_BAR_PX and depth.max() <= MAX_ROWS_PER_LANE
+    bars = mean_bar_px >= MIN_BAR_PX
+    if bars:  # stacking is only worth its time if the bars can be drawn
+        for r in range(len(replicas)):
+            mine = np.flatnonzero(lane == r)
+            if len(mine):
+                rows[mine] = stack_rows(start[mine], finish[mine])
+                depth[r] = rows[mine].max() + 1
+        bars = depth.max() <= MAX_ROWS_PER_LANE
     height = 1.2 + 0.55 * len(replicas) * (1.6 if bars and depth.max() > 8 else 1.0)
     fig, ax = plt.subplots(figsize=(WIDTH_IN, height))
     cmap = plt.get_cmap("tab10")
@@ -254,8 +256,7 @@ def check_report_dir(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OptimizerError(f"{out_dir}: exists and is not a folder.")
-    if not out_dir.parent.is_dir():
-        raise OptimizerError(f"{out_dir}: folder {out_dir.parent} does not exist.")
+    check_folder(out_dir)
     return out_dir
 
 

@@ -578,12 +578,15 @@ def busy_intervals(start_s: np.ndarray, finish_s: np.ndarray) -> tuple[np.ndarra
     return start[new], reach[ends_at]
 
 
-def read_simulation(path, cluster: Cluster, *, policy: str = "", dispatch: str = "") -> Simulation:
+def read_simulation(path, cluster: Cluster, *, requests: pd.DataFrame | None = None, policy: str = "",
+                    dispatch: str = "") -> Simulation:
     """A per-request CSV written by `write_simulation`, as a `Simulation`.
 
     The per-replica counters are rebuilt from the requests: busy time is the union of
     their [start, finish] intervals (`busy_intervals`), iterations and failures are not
-    in the file (0 and False).
+    in the file (0 and False). With `requests` (the trace it ran), every request of the
+    trace must be in the file exactly once, and the rows come in the trace's order, as
+    `optimizer.metrics.summary` expects.
     """
     from pathlib import Path
 
@@ -614,6 +617,8 @@ def read_simulation(path, cluster: Cluster, *, policy: str = "", dispatch: str =
     if unknown.any():
         row = int(np.argmax(unknown.to_numpy()))
         raise OptimizerError(f"{path}: line {row + 2}, field replica: {table['replica'].iloc[row]!r} is not a replica of the cluster ({cluster.describe()}).")
+    if requests is not None:
+        table = _in_trace_order(table, requests, path)
     busy, last, count = [], [], []
     for name in cluster.names:
         mine = table[table["replica"] == name]
@@ -626,3 +631,19 @@ def read_simulation(path, cluster: Cluster, *, policy: str = "", dispatch: str =
         "kv_capacity_tokens": [r.kv_capacity_tokens for r in cluster.replicas], "requests": count, "failed": False,
     })
     return Simulation(table, replicas, policy or path.stem, dispatch, restarted_requests=int(table["restarts"].sum()))
+
+
+def _in_trace_order(table: pd.DataFrame, requests: pd.DataFrame, path) -> pd.DataFrame:
+    """The rows of a simulation file in the trace's order; every trace request there once."""
+    duplicated = table["request_id"].duplicated()
+    if duplicated.any():
+        raise OptimizerError(f"{path}: line {int(np.argmax(duplicated.to_numpy())) + 2}: request {table['request_id'][duplicated].iloc[0]!r} appears twice.")
+    indexed = table.set_index("request_id")
+    ids = requests["request_id"].astype(str)
+    missing = ~ids.isin(indexed.index)
+    if missing.any():
+        raise OptimizerError(f"{path}: request {ids[missing].iloc[0]!r} of the trace is missing ({int(missing.sum()):,} missing in all); was it simulated on this trace?")
+    if len(indexed) != len(ids):
+        extra = indexed.index[~indexed.index.isin(ids)][0]
+        raise OptimizerError(f"{path}: request {extra!r} is not in the trace; was it simulated on this trace?")
+    return indexed.loc[ids].reset_index()

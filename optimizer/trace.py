@@ -379,10 +379,9 @@ def estimate_tokens(text: pd.Series) -> np.ndarray:
 
 
 def _gsm8k(rows: _Rows, options: _Options) -> _Converted:
-    question = rows.raw["question"].astype(object).where(rows.raw["question"].notna(), "").astype(str).reset_index(drop=True)
-    answer = rows.raw["answer"].astype(object).where(rows.raw["answer"].notna(), "").astype(str).reset_index(drop=True)
+    question, answer = rows.text("question"), rows.text("answer")
     for column, cells in (("question", question), ("answer", answer)):
-        empty = (cells.str.strip() == "").to_numpy()
+        empty = (cells == "").to_numpy()
         if empty.any():
             raise rows.error("is empty; the token estimate needs the text.", int(np.argmax(empty)), column)
     arrival_s, arrivals = _untimed_arrivals(len(rows), options)
