@@ -24,23 +24,31 @@ from rich.status import Status
 from rich.table import Column, Table
 
 import optimizer
-from optimizer.batching import POLICIES as BATCHING_POLICIES
-from optimizer.compare import COLUMNS as COMPARE_COLUMNS
-from optimizer.compare import (
+from optimizer.common.errors import OptimizerError
+from optimizer.common.files import atomic_output, check_folder
+from optimizer.common.options import parse_options
+from optimizer.fleet.profile import (
+    builtin_profiles,
+    fit_profiles,
+    holdout_error,
+    read_measurements,
+)
+from optimizer.planning.pcmax import read_pcmax, solve_pcmax
+from optimizer.reporting.compare import COLUMNS as COMPARE_COLUMNS
+from optimizer.reporting.compare import (
     POLICY_NAMES,
     display_rows,
     parse_names,
     summary_row,
     write_comparison,
 )
-from optimizer.compare import compare as run_comparison
-from optimizer.deviation import Deviations, parse_failure, parse_slowdown
-from optimizer.errors import OptimizerError
-from optimizer.files import atomic_output, check_folder
-from optimizer.metrics import with_slo_targets
-from optimizer.options import parse_options
-from optimizer.pcmax import read_pcmax, solve_pcmax
-from optimizer.predictor import (
+from optimizer.reporting.compare import compare as run_comparison
+from optimizer.reporting.report import check_report_dir, write_report
+from optimizer.reporting.report import render as render_report
+from optimizer.serving.batching import POLICIES as BATCHING_POLICIES
+from optimizer.serving.deviation import Deviations, parse_failure, parse_slowdown
+from optimizer.serving.metrics import with_slo_targets
+from optimizer.serving.predictor import (
     LengthBelief,
     fit_predictor,
     noisy_oracle,
@@ -48,15 +56,7 @@ from optimizer.predictor import (
     split_history,
     with_predictions,
 )
-from optimizer.profile import (
-    builtin_profiles,
-    fit_profiles,
-    holdout_error,
-    read_measurements,
-)
-from optimizer.report import check_report_dir, write_report
-from optimizer.report import render as render_report
-from optimizer.simulator import read_simulation
+from optimizer.serving.results import read_simulation
 
 app = typer.Typer(
     help="Plan LLM inference across a fleet of GPU replicas.",
@@ -86,7 +86,7 @@ app.add_typer(profile_app, name="profile")
 
 # Wide enough for the tables when output goes to a file or a pipe (rich's default there is 80).
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-BUILTIN_MEASUREMENTS = resources.files("optimizer").joinpath("data", "splitwise_perf_model.csv")
+BUILTIN_MEASUREMENTS = resources.files("optimizer.fleet").joinpath("data", "splitwise_perf_model.csv")
 
 # Options shared by every command that reads a trace.
 FormatOpt = Annotated[
@@ -140,7 +140,7 @@ def _load(path: Path, format: str | None, arrival_rate: float | None, seed: int,
 
 def _predict(requests, length_error: float | None, history: Path | None, seed: int):
     """The trace with the predictions plans use, and the belief about their error
-    (`optimizer.predictor`): noisy oracle, fitted predictor, or the trace's own column."""
+    (`optimizer.serving.predictor`): noisy oracle, fitted predictor, or the trace's own column."""
     if length_error is not None and history is not None:
         raise OptimizerError("Give either --length-error or --predictor, not both.")
     if length_error is not None:
@@ -191,12 +191,12 @@ class LiveStatus:
 
     @property
     def solving(self):
-        """Progress callback of `optimizer.solve`, or None when nothing is shown."""
+        """Progress callback of `optimizer.planning.solve`, or None when nothing is shown."""
         return self._solving if self.status is not None else None
 
     @property
     def simulating(self):
-        """Progress callback of `optimizer.compare` (what runs, simulated seconds), or None."""
+        """Progress callback of `optimizer.reporting.compare` (what runs, simulated seconds), or None."""
         return self._simulating if self.status is not None else None
 
     def _solving(self, incumbent: float, bound: float, elapsed_s: float) -> None:

@@ -4,7 +4,7 @@ from the bundled data, with its three stages side by side with the paper's figur
     python benchmarks/gsm8k.py            # both fleets and the lagrange sweep (about 1 min)
 
 Scenario: the GSM8K test set (1,319 questions, `traces/gsm8k_test.jsonl`) as one offline
-batch. Token counts are estimated (`optimizer.trace.estimate_tokens`: digits + 1.3 x words +
+batch. Token counts are estimated (`optimizer.traces.text.estimate_tokens`: digits + 1.3 x words +
 symbols + newlines; prompt = question + BOS, output = reference answer without its
 calculator notes): 70.9 prompt and 98.5 output tokens on average. The paper served
 LLaMA-65B; the llama2-70b profile (measured by Splitwise) stands in for it. Its fleet is not
@@ -15,9 +15,9 @@ Stages (the paper's, in this tool's terms):
 1. baseline: vLLM-style serving, requests dealt round-robin in file order, vLLM batching;
 2. offline stage: the CP-SAT plan (10 s) followed, vLLM batching;
 3. online stage: the same plan repaired online, with the hybrid batching rule (the
-   Lagrangian prefill-insertion rule, `optimizer.batching.Hybrid`, lagrange 1).
+   Lagrangian prefill-insertion rule, `optimizer.serving.batching.Hybrid`, lagrange 1).
 
-Utilization, both from `optimizer.metrics`: U = busy time / (m M); W = estimated work at
+Utilization, both from `optimizer.serving.metrics`: U = busy time / (m M); W = estimated work at
 the best batch size / (m M), the bin-packing utilization (busy time spent at small
 batches, as when a replica drains, counts against W but not U). The paper's utilization
 is not defined there; W is the closer reading.

@@ -7,7 +7,7 @@ speed at scale, and every method side by side.
 Instances come from the bundled ShareGPT token counts (Llama-2 tokenizer): the whole file
 (30,731 requests), or seeded resamples of it for other sizes, as offline batches on
 llama2-70b replicas. Every figure is makespan / lower bound, where both come from the same
-performance model (`optimizer.estimates`, `optimizer.bounds`); times are wall clock on
+performance model (`optimizer.fleet.estimates`, `optimizer.planning.bounds`); times are wall clock on
 this machine (2 cores, shared), so compare rows of one run rather than absolute times.
 """
 
@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from optimizer import load_trace, parse_replicas, solve, validate_plan  # noqa: E402
-from optimizer.backends import available_backends  # noqa: E402
-from optimizer.pcmax import solve_pcmax  # noqa: E402
+from optimizer.planning.backends import available_backends  # noqa: E402
+from optimizer.planning.pcmax import solve_pcmax  # noqa: E402
 
 SHAREGPT = ROOT / "traces" / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
 MIXED = "h100-tp4:4,a100-tp4:4"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from optimizer.profile import holdout_error, read_measurements  # noqa: E402
+from optimizer.fleet.profile import holdout_error, read_measurements  # noqa: E402
 
 
 def main() -> None:
-    path = resources.files("optimizer").joinpath("data", "splitwise_perf_model.csv")
+    path = resources.files("optimizer.fleet").joinpath("data", "splitwise_perf_model.csv")
     errors = holdout_error(read_measurements(path))
     print("| model | GPU | TP | prefill MAPE % | decode MAPE % | train rows | test rows |")
     print("|---|---|---:|---:|---:|---:|---:|")

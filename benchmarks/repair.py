@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from optimizer import load_trace, parse_replicas, simulate, solve, summary, trace_bounds  # noqa: E402
-from optimizer.cluster import Cluster  # noqa: E402
-from optimizer.deviation import Deviations, Failure  # noqa: E402
-from optimizer.predictor import (  # noqa: E402
+from optimizer.fleet.cluster import Cluster  # noqa: E402
+from optimizer.serving.deviation import Deviations, Failure  # noqa: E402
+from optimizer.serving.predictor import (  # noqa: E402
     LengthBelief,
     fit_predictor,
     noisy_oracle,

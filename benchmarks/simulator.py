@@ -75,9 +75,9 @@ def measurements() -> None:
     print("iteration time after it. Points whose KV cache cannot hold B x (P + T) are skipped.\n")
     print("| model | GPU | TP | points | skipped (KV) | prefill MAPE % | decode MAPE % | worst prefill % | worst decode % |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    from optimizer.profile import read_measurements
+    from optimizer.fleet.profile import read_measurements
 
-    data = read_measurements(ROOT / "optimizer" / "data" / "splitwise_perf_model.csv")
+    data = read_measurements(ROOT / "optimizer" / "fleet" / "data" / "splitwise_perf_model.csv")
     data = data[data["token_size"] <= 256]
     for (model, gpu, tp), rows in data.groupby(["model", "hardware", "tensor_parallel"]):
         points = rows.groupby(["prompt_size", "batch_size", "token_size"])[["prompt_time", "token_time"]].median().reset_index()
@@ -95,7 +95,7 @@ def measurements() -> None:
 
 def simulate_point(model: str, gpu: str, tp: int, prompt: int, batch: int, tokens: int) -> tuple[float, float] | None:
     """(prefill ms, mean decode iteration ms) of B identical requests, or None if they do not fit."""
-    from optimizer.cluster import Cluster, EngineLimits, Replica
+    from optimizer.fleet.cluster import Cluster, EngineLimits, Replica
 
     limits = EngineLimits(max_num_seqs=batch, max_num_batched_tokens=prompt * batch)
     replica = Replica("r", gpu, tp, model, limits)

@@ -9,8 +9,15 @@ The public API, along the data's path::
     write_plan(result.plan, "plan.csv")
 """
 
-from optimizer.bounds import Bounds, lower_bounds, trace_bounds
-from optimizer.cluster import (
+from optimizer.common.errors import (
+    ClusterError,
+    InputError,
+    OptimizerError,
+    PlanError,
+    ProfileError,
+    TraceError,
+)
+from optimizer.fleet.cluster import (
     DEFAULT_REPLICAS,
     GPU_ALIASES,
     Cluster,
@@ -20,34 +27,30 @@ from optimizer.cluster import (
     parse_replicas,
     resolve_cluster,
 )
-from optimizer.errors import (
-    ClusterError,
-    InputError,
-    OptimizerError,
-    PlanError,
-    ProfileError,
-    TraceError,
+from optimizer.fleet.estimates import Estimates, estimate
+from optimizer.fleet.profile import (
+    Profile,
+    builtin_profiles,
+    fit_profiles,
+    read_measurements,
 )
-from optimizer.estimates import Estimates, estimate
-from optimizer.metrics import summary
-from optimizer.plan import (
+from optimizer.planning.bounds import Bounds, lower_bounds, trace_bounds
+from optimizer.planning.plan import (
     PLAN_COLUMNS,
     plan_violations,
     read_plan,
     validate_plan,
     write_plan,
 )
-from optimizer.profile import Profile, builtin_profiles, fit_profiles, read_measurements
-from optimizer.simulator import Simulation, simulate, write_simulation
-from optimizer.solve import HEURISTICS, Result, solve, solvers
-from optimizer.trace import (
-    COLUMNS,
-    FORMATS,
-    Trace,
-    load_trace,
-    trace_stats,
-    write_trace,
-)
+from optimizer.planning.solve import HEURISTICS, Result, solve, solvers
+from optimizer.serving.metrics import summary
+from optimizer.serving.results import Simulation, write_simulation
+from optimizer.serving.simulator import simulate
+from optimizer.traces.formats import FORMATS
+from optimizer.traces.load import load_trace
+from optimizer.traces.stats import trace_stats
+from optimizer.traces.table import COLUMNS, Trace
+from optimizer.traces.write import write_trace
 
 __all__ = [
     "COLUMNS",

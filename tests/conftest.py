@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import settings
 
-from optimizer.backends import available_backends
+from optimizer.planning.backends import available_backends
 
 # The same examples on every run, so a CI failure can be reproduced; run with
 # HYPOTHESIS_PROFILE=explore to draw new ones.

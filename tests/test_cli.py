@@ -121,7 +121,7 @@ def test_profile_show_reports_the_held_out_error():
 
 def test_profile_fit_uses_user_measurements_and_solve_accepts_them(tmp_path):
     """Tests `profile fit` on a measurements file, and `solve --profiles` with the same file."""
-    source = ROOT / "optimizer" / "data" / "splitwise_perf_model.csv"
+    source = ROOT / "optimizer" / "fleet" / "data" / "splitwise_perf_model.csv"
     lines = source.read_text().splitlines()
     mine = tmp_path / "mine.csv"
     mine.write_text("\n".join([lines[0]] + [line for line in lines[1:] if ",h100-80gb," in line and line.endswith(",4")]) + "\n")

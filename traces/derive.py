@@ -18,7 +18,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from optimizer.trace import load_trace, write_trace  # noqa: E402
+from optimizer.traces.load import load_trace
+from optimizer.traces.write import write_trace  # noqa: E402
 
 SEED = 2026
 BATCH_SIZE = 2000

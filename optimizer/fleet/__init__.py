@@ -1,0 +1,1 @@
+"""Fleet and performance: clusters of replicas, iteration-time profiles, per-request estimates."""

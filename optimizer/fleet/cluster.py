@@ -1,0 +1,315 @@
+"""Clusters: the replicas a plan assigns requests to, with their memory and engine limits.
+
+A replica is one copy of a model on a tensor-parallel group of `tp` GPUs of one type. Its
+KV-cache capacity follows from the model's shape and the GPUs' memory, as vLLM sizes it:
+
+    kv_bytes_per_token  = 2 (K and V) x layers x kv_heads x head_dim x dtype_bytes
+    kv_capacity_tokens  = floor((tp x gpu_memory x gpu_memory_utilization
+                                 - weight_bytes - tp x activation_reserve) / kv_bytes_per_token)
+
+rounded down to whole blocks of `block_size_tokens`. A model whose weights do not fit in
+the usable memory is an error, not a zero-capacity replica.
+
+Clusters are written inline as comma-separated groups ``[MODEL@]GPU-tpN[:COUNT]``, for
+example ``h100-tp4:4,a100-tp4:4`` (four llama2-70b replicas on 4 H100s each and four on
+4 A100s each) or ``llama2-70b@h100-tp4:2,bloom-176b@h100-tp8:1``; or in a TOML or JSON
+file with one ``[[replicas]]`` table per group (see `load_cluster`). Replicas are named
+``GPU-tpN-K`` with K counting from 0 within each (GPU, TP) group, in the order given,
+unless the file gives a ``name`` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from optimizer.common.errors import ClusterError
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class GpuType:
+    name: str
+    memory_gib: float
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What sizes a model's weights and KV cache (from the model's published config)."""
+
+    name: str
+    num_params: float
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    dtype_bytes: int = 2  # fp16 / bf16 weights and KV cache
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.num_params * self.dtype_bytes
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype_bytes
+
+
+#: GPU types with measured profiles; both are the 80 GB parts.
+GPUS = {g.name: g for g in (GpuType("a100-80gb", 80.0), GpuType("h100-80gb", 80.0), GpuType("h100-80gb-pcap", 80.0))}
+#: Short names users type for each GPU type; the first listed is used in replica names.
+GPU_ALIASES = {
+    "a100": "a100-80gb",
+    "a100-80gb": "a100-80gb",
+    "h100": "h100-80gb",
+    "h100-80gb": "h100-80gb",
+    "h100-pcap": "h100-80gb-pcap",
+    "h100-80gb-pcap": "h100-80gb-pcap",
+}
+#: Models with measured profiles. Llama-2-70B uses grouped-query attention (8 KV heads);
+#: BLOOM-176B uses full multi-head attention (112 heads).
+MODELS = {
+    m.name: m
+    for m in (
+        ModelShape("llama2-70b", num_params=68.98e9, num_layers=80, num_kv_heads=8, head_dim=128),
+        ModelShape("bloom-176b", num_params=176.25e9, num_layers=70, num_kv_heads=112, head_dim=128),
+    )
+}
+DEFAULT_MODEL = "llama2-70b"
+#: The cluster used when none is given: the mixed fleet of the planner's benchmark.
+DEFAULT_REPLICAS = "h100-tp4:4,a100-tp4:4"
+
+_GROUP = re.compile(r"^(?:(?P<model>[^@\s]+)@)?(?P<gpu>[a-z0-9-]+?)-tp(?P<tp>\d+)(?::(?P<count>\d+))?$")
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """Serving-engine settings of a replica (vLLM's names and, where sensible, defaults)."""
+
+    #: Most sequences running at once. The measured profiles reach batch 64, so planning
+    #: beyond it would extrapolate the measurements.
+    max_num_seqs: int = 64
+    #: Token budget of one iteration (prefill tokens plus one per decoding sequence).
+    max_num_batched_tokens: int = 8192
+    #: Share of GPU memory the engine may use for weights, activations and KV cache.
+    gpu_memory_utilization: float = 0.9
+    #: Memory per GPU kept for activations of the largest iteration.
+    activation_reserve_gib: float = 2.0
+    #: KV cache is allocated in blocks of this many tokens.
+    block_size_tokens: int = 16
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One model replica on a tensor-parallel group of GPUs."""
+
+    name: str
+    gpu: str
+    tp: int
+    model: str
+    limits: EngineLimits = EngineLimits()
+
+    @property
+    def kind(self) -> str:
+        """The replica type: replicas of one kind are interchangeable."""
+        return f"{self.model}@{self.gpu}-tp{self.tp}"
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return kv_capacity_tokens(MODELS[self.model], GPUS[self.gpu], self.tp, self.limits)
+
+
+def kv_capacity_tokens(model: ModelShape, gpu: GpuType, tp: int, limits: EngineLimits) -> int:
+    """Tokens of KV cache a replica holds (whole blocks); negative if the weights do not fit."""
+    usable = tp * gpu.memory_gib * GIB * limits.gpu_memory_utilization - tp * limits.activation_reserve_gib * GIB
+    tokens = (usable - model.weight_bytes) / model.kv_bytes_per_token
+    if tokens < 0:
+        return math.floor(tokens)
+    return int(tokens // limits.block_size_tokens) * limits.block_size_tokens
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """An ordered set of uniquely named replicas."""
+
+    replicas: tuple[Replica, ...]
+
+    def __post_init__(self) -> None:
+        if not self.replicas:
+            raise ClusterError("A cluster must have at least one replica.")
+        names = [r.name for r in self.replicas]
+        if len(set(names)) != len(names):
+            duplicate = next(n for n in names if names.count(n) > 1)
+            raise ClusterError(f"Replica name {duplicate!r} is used twice; names must be unique.")
+
+    def __len__(self) -> int:
+        return len(self.replicas)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.replicas]
+
+    @property
+    def models(self) -> list[str]:
+        """Models served, each once, in order of first appearance."""
+        return list(dict.fromkeys(r.model for r in self.replicas))
+
+    @property
+    def kinds(self) -> list[str]:
+        """Replica kinds, each once, in order of first appearance."""
+        return list(dict.fromkeys(r.kind for r in self.replicas))
+
+    def describe(self) -> str:
+        """Inline spec of this cluster (as `parse_replicas` reads it), grouping consecutive
+        replicas of one kind; models are named only when the cluster serves several."""
+        named = len(self.models) > 1
+        groups: list[list] = []
+        for r in self.replicas:
+            kind = f"{r.model + '@' if named else ''}{_short_gpu(r.gpu)}-tp{r.tp}"
+            if groups and groups[-1][0] == kind:
+                groups[-1][1] += 1
+            else:
+                groups.append([kind, 1])
+        return ",".join(f"{kind}:{count}" for kind, count in groups)
+
+
+def _group(
+    where: str,
+    gpu_name: str,
+    tp: int,
+    count: int,
+    model: str,
+    limits: EngineLimits,
+    counters: dict[str, int],
+    prefix: str | None = None,
+) -> list[Replica]:
+    """Validated replicas of one group; `where` names the group in error messages."""
+    gpu = GPU_ALIASES.get(gpu_name.lower())
+    if gpu is None:
+        raise ClusterError(f"Unknown GPU {gpu_name!r} in {where}; known: {', '.join(GPUS)}.")
+    if model not in MODELS:
+        raise ClusterError(f"Unknown model {model!r} in {where}; known: {', '.join(MODELS)}.")
+    if tp not in (1, 2, 4, 8):
+        raise ClusterError(f"Tensor-parallel degree {tp} in {where} must be 1, 2, 4 or 8.")
+    if count < 1:
+        raise ClusterError(f"Replica count in {where} must be at least 1.")
+    if not 0 < limits.gpu_memory_utilization <= 1:
+        raise ClusterError(f"gpu_memory_utilization in {where} must be in (0, 1].")
+    for name in ("max_num_seqs", "max_num_batched_tokens", "block_size_tokens"):
+        if getattr(limits, name) < 1:
+            raise ClusterError(f"{name} in {where} must be at least 1.")
+    if limits.activation_reserve_gib < 0:
+        raise ClusterError(f"activation_reserve_gib in {where} must be at least 0.")
+    shape, memory = MODELS[model], GPUS[gpu]
+    capacity = kv_capacity_tokens(shape, memory, tp, limits)
+    if capacity < limits.block_size_tokens:
+        usable = tp * (memory.memory_gib * limits.gpu_memory_utilization - limits.activation_reserve_gib)
+        raise ClusterError(
+            f"{model} does not fit on {tp} x {gpu} in {where}: its weights take {shape.weight_bytes / GIB:.1f} GiB "
+            f"and {usable:.1f} GiB is usable, leaving no room for a KV cache; use a larger tp."
+        )
+    replicas = []
+    stem = prefix or f"{_short_gpu(gpu)}-tp{tp}"
+    for _ in range(count):
+        k = counters.get(stem, 0)
+        counters[stem] = k + 1
+        replicas.append(Replica(f"{stem}-{k}", gpu, tp, model, limits))
+    return replicas
+
+
+def parse_replicas(spec: str, *, model: str = DEFAULT_MODEL) -> Cluster:
+    """Parse an inline cluster spec such as ``h100-tp4:4,a100-tp4:4``.
+
+    `model` is served by groups that do not name one.
+    """
+    replicas: list[Replica] = []
+    counters: dict[str, int] = {}
+    groups = [g.strip() for g in spec.split(",")]
+    if not spec.strip() or any(not g for g in groups):
+        raise ClusterError(f"Replica spec {spec!r} has an empty group; write e.g. {DEFAULT_REPLICAS!r}.")
+    for group in groups:
+        match = _GROUP.match(group.lower())
+        if not match:
+            raise ClusterError(f"Replica group {group!r} is not of the form [MODEL@]GPU-tpN[:COUNT], e.g. 'h100-tp4:4'.")
+        count = 1 if match["count"] is None else int(match["count"])
+        where = repr(group)
+        replicas += _group(where, match["gpu"], int(match["tp"]), count, match["model"] or model, EngineLimits(), counters)
+    return Cluster(tuple(replicas))
+
+
+_LIMIT_FIELDS = {f.name: f.type for f in fields(EngineLimits)}
+_GROUP_KEYS = {"gpu", "tp", "count", "model", "name"} | set(_LIMIT_FIELDS)
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    """Read a cluster file: TOML or JSON, one entry per group of identical replicas.
+
+    TOML::
+
+        [[replicas]]
+        gpu = "h100"      # a100, h100, h100-pcap
+        tp = 4
+        count = 4         # default 1
+        model = "llama2-70b"   # default llama2-70b
+        max_num_seqs = 64      # optional engine limits, see EngineLimits
+        name = "fast"          # optional prefix of the replica names
+
+    JSON: ``{"replicas": [{"gpu": "h100", "tp": 4, "count": 4}, ...]}``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ClusterError(f"{path}: cannot read the cluster file ({exc.strerror}).") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ClusterError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({exc}).") from None
+    groups = data.get("replicas") if isinstance(data, dict) else None
+    if not isinstance(groups, list) or not groups:
+        raise ClusterError(f"{path}: needs a non-empty list 'replicas' of replica groups.")
+    replicas: list[Replica] = []
+    counters: dict[str, int] = {}
+    for number, group in enumerate(groups, start=1):
+        where = f"{path} replica group {number}"
+        if not isinstance(group, dict):
+            raise ClusterError(f"{where}: must be a table of gpu, tp, count, model.")
+        unknown = sorted(set(group) - _GROUP_KEYS)
+        if unknown:
+            raise ClusterError(f"{where}: unknown field {unknown[0]!r}; known: {', '.join(sorted(_GROUP_KEYS))}.")
+        for key in ("gpu", "tp"):
+            if key not in group:
+                raise ClusterError(f"{where}: missing field {key!r}.")
+        for key, kind in (("tp", int), ("count", int), *((k, t) for k, t in _LIMIT_FIELDS.items())):
+            if key in group:
+                want = int if kind in (int, "int") else float
+                value = group[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or (want is int and not float(value).is_integer()):
+                    raise ClusterError(f"{where}: {key} must be {'a whole number' if want is int else 'a number'}, got {value!r}.")
+        limits = EngineLimits(**{k: group[k] for k in _LIMIT_FIELDS if k in group})
+        replicas += _group(
+            where,
+            str(group["gpu"]),
+            int(group["tp"]),
+            int(group.get("count", 1)),
+            str(group.get("model", DEFAULT_MODEL)),
+            limits,
+            counters,
+            prefix=group.get("name"),
+        )
+    return Cluster(tuple(replicas))
+
+
+def resolve_cluster(spec: str) -> Cluster:
+    """A cluster from a file path (``.toml`` or ``.json``) or an inline spec."""
+    if spec.endswith((".toml", ".json")) or Path(spec).is_file():
+        return load_cluster(spec)
+    return parse_replicas(spec)
+
+
+def _short_gpu(gpu: str) -> str:
+    """The shortest name users can type for a GPU type (the first alias listed)."""
+    return next(alias for alias, name in GPU_ALIASES.items() if name == gpu)

@@ -1,0 +1,289 @@
+"""Per-request time and memory estimates on each replica kind, from the performance profiles.
+
+Notation for request j (prompt p, output o tokens) on replica kind k, with the profile's
+decode iteration time decode(B, C) = d0 + d1 B + d2 C + d3 B^2 for B running sequences
+holding C tokens of KV cache, and prefill(p) its prefill time alone:
+
+- The first output token comes from the prefill pass; the other o - 1 each take one decode
+  iteration, with the sequence's context growing from p + 1 to p + o - 1 tokens.
+- Per-sequence share of an iteration at batch B: s(B) = (d0 + d1 B + d3 B^2) / B, plus d2
+  per token of the sequence's own context. The fixed part is shared equally, the context
+  part is each sequence's own: summing the shares of a batch gives decode(B, C) exactly.
+- Best sustainable batch B*_k = min(max_num_seqs, floor(kv_capacity / c_bar),
+  argmin_B s(B) = sqrt(d0 / d3), concurrency), where concurrency is how many requests a
+  replica holds at once on average (n / m for an offline batch; with arrivals, arrival
+  rate per replica x latency, by Little's law), and c_bar = sum_j (o_j - 1)(p_j + o_j / 2) / sum_j (o_j - 1)
+  is the context of a decoding sequence averaged over decode steps, for the trace at hand.
+- Prefill work per prompt token, c_tok = min over iteration sizes T <= max_num_batched_tokens
+  of (a0 + a1 max(T, T_r) + a2 max(0, T - T_k)) / T: prompts are chunked into iterations of
+  the cheapest size, sharing the fixed overhead. A prompt also costs a4 and its attention
+  a3 p^2 (a0..a4, T_r, T_k as in `optimizer.fleet.profile`).
+- work_jk = a4 + c_tok p + a3 p^2 + (o - 1) s(B*) + d2 ((o - 1) p + (o - 1) o / 2): the
+  replica time the request takes when the replica runs full batches (what planners balance).
+- latency_jk = prefill(p) + (o - 1) * decode(B*, B* c_bar): the time it holds a batch slot
+  (its first token comes from the prefill pass, each other token takes one full iteration).
+- kv_tokens_jk = p + o rounded up to whole blocks: its KV-cache footprint when it finishes.
+- drain_k = o_bar x (d0 / 2 - d3 B*^2 / 6): when a replica's queue empties, its batch
+  shrinks from B* to 0 over about o_bar (mean decode steps) iterations, and each of them
+  costs d0 + d1 B + d3 B^2 where the work shares charge B s(B*); integrating the
+  difference over a linearly shrinking batch gives this extra time.
+
+Lower-bound counterparts, valid for any schedule under this model (all coefficients are
+non-negative, so dropping terms only lowers a time):
+
+- min_work_jk = work_jk with s(B*) replaced by min_{1<=B<=max_num_seqs} s(B): no batch the
+  engine can run shares an iteration's fixed cost more thinly. (No prefill of a prompt can
+  cost less than its chunked form either, since c_tok is the least cost per token.)
+- min_latency_jk = (a4 + c_tok p + a3 p^2) + (o - 1) * decode(1, .) summed over the growing
+  context: no prefill is cheaper than its best chunking, no iteration faster than a batch of
+  one.
+
+Assumptions: one iteration's time is its prefill part plus its decode part (the
+simulator's iteration model), output lengths are the real ones where known and the
+predicted ones otherwise, and a request runs on one replica from start to end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from optimizer.common.errors import OptimizerError
+from optimizer.fleet.cluster import Cluster, Replica
+from optimizer.fleet.profile import Profile, builtin_profiles
+
+MS = 1e-3
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Per-request estimates; arrays are (requests x replica kinds) unless noted."""
+
+    kinds: tuple[str, ...]
+    #: Replicas of each kind, by index into the cluster (one array per kind).
+    replicas_of_kind: tuple[np.ndarray, ...]
+    #: Kind of each replica, by index into `kinds` (one entry per replica).
+    kind_of_replica: np.ndarray
+    arrival_s: np.ndarray  # (requests,)
+    #: The prefill part of work_s (chunked prefill).
+    prefill_s: np.ndarray
+    work_s: np.ndarray
+    latency_s: np.ndarray
+    min_work_s: np.ndarray
+    min_latency_s: np.ndarray
+    kv_tokens: np.ndarray
+    #: True where the kind serves the request's model and its KV cache holds the request.
+    eligible: np.ndarray
+    #: Best sustainable batch B*_k per kind.
+    batch_size: np.ndarray  # (kinds,)
+    #: Extra time a replica of each kind takes to drain its last full batch (kinds,).
+    drain_s: np.ndarray = None  # type: ignore[assignment]
+    #: Per kind: s(B*), a decode step's share of the fixed iteration cost, and d2, the
+    #: cost per token of a sequence's own context (seconds), to price other lengths.
+    decode_share_s: np.ndarray = None  # type: ignore[assignment]
+    context_s_per_token: np.ndarray = None  # type: ignore[assignment]
+
+    def work_for(self, rows: np.ndarray, kind: int, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+        """work_s of requests `rows` on `kind` had their outputs been `output_tokens` long
+        (the module docstring's formula: prefill + sum over decode steps i of s(B*) + d2 (p + i))."""
+        share, context = self.decode_share_s[kind], self.context_s_per_token[kind]
+        steps = np.maximum(np.asarray(output_tokens, dtype=float) - 1.0, 0.0)
+        return self.prefill_s[rows, kind] + steps * (share + context * prompt_tokens) + context * steps * (steps + 1) / 2
+
+    @property
+    def num_replicas_of_kind(self) -> np.ndarray:
+        return np.array([len(r) for r in self.replicas_of_kind])
+
+
+def planning_lengths(requests: pd.DataFrame) -> np.ndarray:
+    """Output lengths a plan may use: the predictions where the trace has them (what is
+    known before a request runs), else the real ones."""
+    return _lengths(requests, requests["predicted_output_tokens"].fillna(requests["output_tokens"]))
+
+
+def hindsight_lengths(requests: pd.DataFrame) -> np.ndarray:
+    """Output lengths in hindsight: the real ones where known, else the predictions. Lower
+    bounds use these, so predictions never flatter a plan."""
+    return _lengths(requests, requests["output_tokens"].fillna(requests["predicted_output_tokens"]))
+
+
+def _lengths(requests: pd.DataFrame, output: pd.Series) -> np.ndarray:
+    unknown = output.isna().to_numpy()
+    if unknown.any():
+        request_id = requests["request_id"].iloc[int(np.argmax(unknown))]
+        raise OptimizerError(
+            f"Request {request_id!r} has neither output_tokens nor predicted_output_tokens; "
+            f"planning needs one of them ({int(unknown.sum())} requests lack both)."
+        )
+    return output.to_numpy(dtype=np.int64)
+
+
+def profile_for(replica: Replica, profiles: dict[tuple[str, str, int], Profile] | None = None) -> Profile:
+    """The performance profile of a replica's (model, GPU, TP), or a clear error."""
+    profiles = builtin_profiles() if profiles is None else profiles
+    key = (replica.model, replica.gpu, replica.tp)
+    if key not in profiles:
+        known = ", ".join(f"{m}@{g}-tp{t}" for m, g, t in sorted(profiles))
+        raise OptimizerError(
+            f"No performance profile for {replica.model} on {replica.gpu} at TP {replica.tp} (replica {replica.name!r}); "
+            f"profiles exist for {known}. Fit one from measurements with `python cli.py profile fit FILE`."
+        )
+    return profiles[key]
+
+
+def estimate(
+    requests: pd.DataFrame,
+    cluster: Cluster,
+    output_tokens: np.ndarray,
+    *,
+    profiles: dict[tuple[str, str, int], Profile] | None = None,
+) -> Estimates:
+    """Estimates of every request on every replica kind of the cluster.
+
+    Raises:
+        OptimizerError: a model no replica serves, a request no replica's KV cache holds,
+            or a replica kind without a profile.
+    """
+    kinds = tuple(cluster.kinds)
+    first_of_kind = [next(r for r in cluster.replicas if r.kind == kind) for kind in kinds]
+    kind_of_replica = np.array([kinds.index(r.kind) for r in cluster.replicas])
+    prompt = requests["prompt_tokens"].to_numpy(dtype=float)
+    output = np.asarray(output_tokens, dtype=float)
+    models = requests["model"].to_numpy(dtype=object)
+    n, num_kinds = len(prompt), len(kinds)
+
+    arrival = requests["arrival_s"].to_numpy(dtype=float)
+    num_replicas = len(cluster)
+    steps = output - 1  # decode iterations of each request
+    # Context of a decoding sequence averaged over decode steps, over the trace.
+    mean_context = float(np.sum(steps * (prompt + output / 2)) / max(np.sum(steps), 1.0))
+    # d2 times the context summed over a request's decode steps (p + 1 .. p + o - 1).
+    own_context_ms = lambda d2: d2 * (steps * prompt + steps * output / 2)  # noqa: E731
+
+    shape = (n, num_kinds)
+    prefill, work, latency, min_work, min_latency = (np.empty(shape) for _ in range(5))
+    kv_tokens = np.empty(shape, dtype=np.int64)
+    eligible = np.empty(shape, dtype=bool)
+    batch_size = np.empty(num_kinds)
+    drain = np.zeros(num_kinds)
+    decode_share, context_per_token = np.zeros(num_kinds), np.zeros(num_kinds)
+    for k, replica in enumerate(first_of_kind):
+        profile = profile_for(replica, profiles)
+        limits = replica.limits
+        d0, d1, d2, d3 = (profile.decode_base_ms, profile.decode_ms_per_seq, profile.decode_ms_per_context_token, profile.decode_ms_per_seq_sq)
+        capacity = replica.kv_capacity_tokens
+        candidates = [limits.max_num_seqs, max(1, capacity // max(int(mean_context), 1))]
+        if d3 > 0:
+            candidates.append(max(1, int(round(np.sqrt(d0 / d3)))))
+        best = int(min(candidates))
+        prefill_ms = profile.prefill_time_ms(prompt)
+        # A replica cannot batch more requests than it has at a time.
+        best = min(best, _concurrency(arrival, prefill_ms, steps, profile, best, num_replicas))
+        batch_size[k] = best
+        # Draining: the batch shrinks from B* to 0 over the last requests' decode steps, and
+        # small batches share the fixed cost less (see the module docstring).
+        drain[k] = max(float(np.mean(steps)) * (d0 / 2 - d3 * best**2 / 6), 0.0) * MS if best > 1 else 0.0
+        share_ms = (d0 + d1 * best + d3 * best**2) / best
+        decode_share[k], context_per_token[k] = share_ms * MS, d2 * MS
+        batches = np.arange(1, limits.max_num_seqs + 1)
+        min_share_ms = float(np.min((d0 + d1 * batches + d3 * batches**2) / batches))
+        full_iteration_ms = profile.decode_time_ms(best, best * mean_context)
+        # Prefill work when prompts are chunked into iterations of the cheapest size.
+        chunked_prefill_ms = (
+            profile.prefill_ms_per_prompt
+            + prefill_ms_per_token(profile, limits.max_num_batched_tokens) * prompt
+            + profile.prefill_attention_ms_per_token_sq * prompt**2
+        )
+
+        prefill[:, k] = chunked_prefill_ms * MS
+        work[:, k] = (chunked_prefill_ms + steps * share_ms + own_context_ms(d2)) * MS
+        latency[:, k] = (prefill_ms + steps * full_iteration_ms) * MS
+        min_work[:, k] = (chunked_prefill_ms + steps * min_share_ms + own_context_ms(d2)) * MS
+        # Decoding alone: o - 1 iterations of decode(1, p + i) for i = 1 .. o - 1.
+        min_latency[:, k] = (chunked_prefill_ms + steps * (d0 + d1 + d3) + own_context_ms(d2)) * MS
+        block = limits.block_size_tokens
+        kv_tokens[:, k] = (np.ceil((prompt + output) / block) * block).astype(np.int64)
+        eligible[:, k] = ((models == "") | (models == replica.model)) & (kv_tokens[:, k] <= capacity)
+
+    _check_every_request_fits(requests, cluster, first_of_kind, eligible, kv_tokens, models)
+    return Estimates(
+        kinds=kinds,
+        replicas_of_kind=tuple(np.flatnonzero(kind_of_replica == k) for k in range(num_kinds)),
+        kind_of_replica=kind_of_replica,
+        arrival_s=requests["arrival_s"].to_numpy(dtype=float),
+        prefill_s=prefill,
+        work_s=work,
+        latency_s=latency,
+        min_work_s=min_work,
+        min_latency_s=min_latency,
+        kv_tokens=kv_tokens,
+        eligible=eligible,
+        batch_size=batch_size,
+        drain_s=drain,
+        decode_share_s=decode_share,
+        context_s_per_token=context_per_token,
+    )
+
+
+def _concurrency(arrival_s: np.ndarray, prefill_ms: np.ndarray, steps: np.ndarray, profile: Profile, batch: int, num_replicas: int) -> int:
+    """Requests a replica holds at once, on average: n / m for an offline batch; with
+    arrivals, Little's law: arrival rate per replica x latency at `batch` (an upper
+    estimate, as latency only shrinks with the batch)."""
+    n = len(arrival_s)
+    duration_s = float(arrival_s.max() - arrival_s.min()) if n else 0.0
+    if duration_s <= 0:
+        return max(1, int(np.ceil(n / num_replicas)))
+    latency_s = float(np.mean(prefill_ms + steps * profile.decode_time_ms(batch, batch * 1.0))) * MS
+    return max(1, int(np.ceil(n / duration_s / num_replicas * latency_s)))
+
+
+def best_chunk_tokens(profile: Profile, budget_tokens: int) -> int:
+    """Prefill tokens per iteration that cost least per token, at most the budget.
+
+    The per-token cost (a0 + a1 max(T, T_r) + a2 max(0, T - T_k)) / T falls with T up to the
+    kink T_k and is monotone beyond it, so the least is at min(T_k, budget) or at the budget.
+    """
+    sizes = sorted({int(min(profile.prefill_kink_tokens, budget_tokens)), int(budget_tokens)})
+    return min(sizes, key=lambda size: (_prefill_cost_ms(profile, size) / size, size))
+
+
+def prefill_ms_per_token(profile: Profile, budget_tokens: int) -> float:
+    """Least prefill time per prompt token: at the best chunk size (see `best_chunk_tokens`)."""
+    size = best_chunk_tokens(profile, budget_tokens)
+    return _prefill_cost_ms(profile, size) / size
+
+
+def _prefill_cost_ms(profile: Profile, tokens: float) -> float:
+    """Prefill iteration time without the per-prompt and attention terms."""
+    return profile.prefill_iteration_ms(tokens, 0.0, 0)
+
+
+def _check_every_request_fits(
+    requests: pd.DataFrame,
+    cluster: Cluster,
+    kinds: list[Replica],
+    eligible: np.ndarray,
+    kv_tokens: np.ndarray,
+    models: np.ndarray,
+) -> None:
+    stranded = ~eligible.any(axis=1)
+    if not stranded.any():
+        return
+    j = int(np.argmax(stranded))
+    request_id = requests["request_id"].iloc[j]
+    count = int(stranded.sum())
+    serving = [k for k, r in enumerate(kinds) if models[j] in ("", r.model)]
+    if not serving:
+        unserved = int((models == models[j]).sum())
+        raise OptimizerError(
+            f"{unserved} requests (first {request_id!r}) ask for model {models[j]!r}, which no replica serves "
+            f"(the cluster serves {', '.join(cluster.models)}); use --model to serve every request with one model."
+        )
+    largest = max(serving, key=lambda k: kinds[k].kv_capacity_tokens)
+    raise OptimizerError(
+        f"Request {request_id!r} needs {kv_tokens[j, largest]:,} tokens of KV cache (prompt plus output), more than "
+        f"the largest capacity of a replica serving {kinds[largest].model}, {kinds[largest].kv_capacity_tokens:,} tokens "
+        f"on {kinds[largest].kind} ({count} requests do not fit)."
+    )

@@ -1,0 +1,1 @@
+"""Planning: lower bounds, heuristics, the makespan MIP and its backends, plans and their validator."""

@@ -1,0 +1,328 @@
+"""The planning facade: `solve(requests, cluster, solver=..., time_limit_s=...) -> Result`.
+
+Costs come from the calibrated performance model (`optimizer.fleet.estimates`). Every method
+assigns each request to a replica that serves its model and can hold it, and is scored by
+the estimated makespan of `optimizer.planning.formulation`, reported against the lower bounds of
+`optimizer.planning.bounds`.
+
+With a solver backend (cp-sat, scip, cbc) the planner:
+
+1. starts from the best of the heuristic plans (LPT / earliest finish, least-loaded in
+   arrival order, round-robin), which bounds the makespan from above and hints every
+   variable;
+2. solves the per-request MIP when there are few requests per replica (where exact
+   packing beats greedy rules), else the class MIP, which decides how
+   many requests of each cost class each replica kind runs (the mixed-fleet split where
+   greedy rules lose most), and spreads each kind's share over its replicas by LPT;
+3. keeps whichever plan, the solver's or the incumbent, has the smaller exact makespan:
+   never worse than the incumbent.
+
+Each replica runs its requests longest first in an offline batch (long decode chains must
+start early) and in arrival order otherwise; `optimizer.planning.timeline` turns that order into
+planned start and end times.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from optimizer.common.errors import OptimizerError
+from optimizer.fleet.cluster import Cluster
+from optimizer.fleet.estimates import Estimates, estimate, planning_lengths
+from optimizer.fleet.profile import Profile
+from optimizer.planning.backends import (
+    Progress,
+    available_backends,
+    lp_relaxation,
+    solve_model,
+)
+from optimizer.planning.bounds import Bounds, lower_bounds
+from optimizer.planning.formulation import (
+    class_model,
+    estimated_makespan,
+    make_classes,
+    per_request_model,
+)
+from optimizer.planning.heuristics import least_loaded, lpt, round_robin
+from optimizer.planning.timeline import replica_times
+
+#: Heuristic planning methods by name.
+HEURISTICS: dict[str, str] = {
+    "lpt": "longest work first to the replica where it finishes earliest (LPT; earliest finish on mixed fleets)",
+    "least-loaded": "in arrival order, each request to the replica where it finishes earliest",
+    "round-robin": "each request to the next replica that can run it",
+}
+#: "auto" solves one Boolean per (request, replica) only for at most this many pairs and
+#: this many requests per replica: where few requests share a replica, the exact packing
+#: matters; with many, the split between replica kinds does and the class MIP finds it.
+PER_REQUEST_LIMIT = 20_000
+PER_REQUEST_MAX_PER_REPLICA = 10
+FORMULATIONS = ("auto", "per-request", "class")
+#: Share of the time limit given to CP-SAT as deterministic work units (about seconds);
+#: the rest is headroom so that the wall-clock cap rarely cuts the search first.
+DETERMINISTIC_SHARE = 0.5
+
+
+def solvers() -> dict[str, str]:
+    """Every planning method available here: solver backends first, then heuristics."""
+    return {**available_backends(), **HEURISTICS}
+
+
+@dataclass(frozen=True)
+class Result:
+    """A plan and how it was obtained. A time limit is a status here, never an exception.
+
+    status: OPTIMAL (the makespan equals a proven lower bound), FEASIBLE (a plan, not
+    proven optimal), HEURISTIC (from a heuristic method).
+    """
+
+    plan: pd.DataFrame
+    solver: str
+    status: str
+    #: Estimated makespan of the plan (seconds), as defined in `optimizer.planning.formulation`.
+    objective: float
+    #: The best proven lower bound on the makespan (seconds).
+    lower_bound: float
+    bounds: Bounds
+    solve_time_s: float
+    #: Estimated makespan of the heuristic incumbent the solver started from.
+    incumbent: float
+    formulation: str = ""
+    backend_status: str = ""
+
+    @property
+    def gap(self) -> float:
+        """Relative distance to the lower bound: objective / lower_bound - 1."""
+        return self.objective / self.lower_bound - 1 if self.lower_bound > 0 else float("nan")
+
+    @property
+    def ratio_to_bound(self) -> float:
+        return self.objective / self.lower_bound if self.lower_bound > 0 else float("nan")
+
+
+def solve(
+    requests: pd.DataFrame,
+    cluster: Cluster,
+    *,
+    solver: str = "cp-sat",
+    time_limit_s: float = 10.0,
+    formulation: str = "auto",
+    seed: int = 0,
+    num_workers: int = 8,
+    profiles: dict[tuple[str, str, int], Profile] | None = None,
+    progress: Progress | None = None,
+) -> Result:
+    """Assign every request to a replica, order each replica's requests and time them.
+
+    Args:
+        solver: a backend of `available_backends()` or a heuristic of `HEURISTICS`.
+        time_limit_s: wall-clock budget of the whole call, model building included.
+        formulation: "per-request", "class", or "auto" (per-request when small).
+        seed, num_workers: passed to the solver (CP-SAT interleaves its workers on one
+            thread, so the same inputs and seed give the same plan).
+        progress: called with (incumbent, bound, elapsed) as the solver improves.
+
+    Raises:
+        OptimizerError: for an unknown solver or formulation, a time limit <= 0, a model no
+            replica serves, a request no KV cache holds, or requests without output lengths.
+    """
+    started = time.perf_counter()
+    check_options(solver, formulation, time_limit_s)
+    output = planning_lengths(requests)
+    estimates = estimate(requests, cluster, output, profiles=profiles)
+    bounds = lower_bounds(estimates)
+    found = optimize(
+        estimates,
+        bounds.best_s,
+        solver=solver,
+        time_limit_s=time_limit_s,
+        started=started,
+        formulation=formulation,
+        seed=seed,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    plan = timed_plan(requests, cluster, estimates, found.assignment, output)
+    return Result(
+        plan,
+        solver,
+        found.status,
+        found.objective,
+        found.lower_bound,
+        bounds,
+        time.perf_counter() - started,
+        found.incumbent,
+        found.formulation,
+        found.backend_status,
+    )
+
+
+def check_options(solver: str, formulation: str, time_limit_s: float) -> None:
+    valid = solvers()
+    if solver not in valid:
+        raise OptimizerError(f"Unknown solver {solver!r}; choose one of: {', '.join(valid)}.")
+    if formulation not in FORMULATIONS:
+        raise OptimizerError(f"Unknown formulation {formulation!r}; choose one of: {', '.join(FORMULATIONS)}.")
+    if not time_limit_s > 0:
+        raise OptimizerError(f"The time limit must be greater than 0 seconds, got {time_limit_s:g}.")
+
+
+@dataclass(frozen=True)
+class Optimized:
+    """What `optimize` found: an assignment and its certificate."""
+
+    assignment: np.ndarray
+    status: str
+    objective: float
+    lower_bound: float
+    incumbent: float
+    formulation: str
+    backend_status: str
+
+
+def optimize(
+    estimates: Estimates,
+    lower_bound: float,
+    *,
+    solver: str,
+    time_limit_s: float,
+    started: float | None = None,
+    formulation: str = "auto",
+    seed: int = 0,
+    num_workers: int = 8,
+    progress: Progress | None = None,
+) -> Optimized:
+    """The planner of the module docstring on per-request estimates (any kind of jobs).
+
+    The time limit counts from `started` (a `time.perf_counter()` value; default now).
+    """
+    started = time.perf_counter() if started is None else started
+    work = np.where(estimates.eligible, estimates.work_s, np.inf)
+    if solver in HEURISTICS:
+        assignment = _heuristic(solver, work, estimates)
+        objective = estimated_makespan(assignment, estimates)[0]
+        status = "OPTIMAL" if objective <= lower_bound * (1 + 1e-9) else "HEURISTIC"
+        return Optimized(assignment, status, objective, lower_bound, objective, "", "")
+
+    candidates = [_heuristic(name, work, estimates) for name in HEURISTICS]
+    scores = [estimated_makespan(a, estimates)[0] for a in candidates]
+    incumbent, upper = candidates[int(np.argmin(scores))], min(scores)
+    chosen = formulation
+    if chosen == "auto":
+        n, m = work.shape[0], len(estimates.kind_of_replica)
+        chosen = "per-request" if n <= PER_REQUEST_MAX_PER_REPLICA * m and n * m <= PER_REQUEST_LIMIT else "class"
+
+    best, best_score, backend_status, proven = incumbent, upper, "NOT_RUN", lower_bound
+    if upper > lower_bound * (1 + 1e-9):  # otherwise the incumbent is already optimal
+        if chosen == "per-request":
+            model, x = per_request_model(estimates, incumbent, lower_bound, upper)
+        else:
+            classes = make_classes(estimates)
+            model, n = class_model(estimates, classes, incumbent, lower_bound, upper)
+            # The LP relaxation bounds the class model's C (drains included) far better than
+            # the physical bound, so solvers can stop as soon as they are near it.
+            relaxed = lp_relaxation(model)
+            model.lower[model.objective] = min(max(model.lower[model.objective], relaxed * (1 - 1e-9)), upper)
+        remaining = time_limit_s - (time.perf_counter() - started)
+        found = solve_model(
+            model,
+            solver,
+            time_limit_s=max(remaining, 0.05),
+            # A fixed share of the caller's limit, not of what remains, so that the work
+            # done does not depend on how long the set-up took on this run.
+            deterministic_limit_s=DETERMINISTIC_SHARE * time_limit_s,
+            num_workers=num_workers,
+            seed=seed,
+            progress=progress,
+        )
+        backend_status = found.status
+        if found.values is not None:
+            if chosen == "per-request":
+                assignment = _from_per_request(found.values, x)
+            else:
+                assignment = _from_classes(found.values, n, classes, work, estimates)
+            score = estimated_makespan(assignment, estimates)[0]
+            if score < best_score:
+                best, best_score = assignment, score
+        if chosen == "per-request" and np.isfinite(found.bound):
+            # A valid bound on the makespan: the model only relaxes release constraints.
+            proven = max(proven, min(found.bound, best_score))
+    # 1e-6: solvers report values to about that precision (CBC to 8 digits).
+    status = "OPTIMAL" if best_score <= proven * (1 + 1e-6) else "FEASIBLE"
+    return Optimized(best, status, best_score, proven, upper, chosen, backend_status)
+
+
+def _heuristic(name: str, work: np.ndarray, estimates: Estimates) -> np.ndarray:
+    if name == "lpt":
+        return lpt(work, estimates.kind_of_replica)
+    if name == "least-loaded":
+        return least_loaded(work, estimates.kind_of_replica, estimates.arrival_s)
+    return round_robin(work, estimates.kind_of_replica)
+
+
+def _from_per_request(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Replica of each request: the x[j, r] that is 1."""
+    chosen = np.where(x >= 0, values[np.maximum(x, 0)], -1.0)
+    return np.argmax(chosen, axis=1)
+
+
+def _from_classes(values: np.ndarray, n: np.ndarray, classes, work: np.ndarray, estimates: Estimates) -> np.ndarray:
+    """Replicas from class counts: members go to kinds by count, then each kind's requests
+    are spread over its replicas (LPT offline, least-loaded in arrival order otherwise)."""
+    counts = np.where(n >= 0, np.rint(values[np.maximum(n, 0)]), 0).astype(np.int64)
+    kind = np.empty(len(classes.of_request), dtype=np.int64)
+    order = np.argsort(classes.of_request, kind="stable")
+    starts = np.r_[0, np.cumsum(classes.count)[:-1]]
+    for c in range(len(classes.count)):
+        members = order[starts[c] : starts[c] + classes.count[c]]
+        kind[members] = np.repeat(np.arange(counts.shape[1]), counts[c])[: len(members)]
+    assignment = np.empty(len(kind), dtype=np.int64)
+    offline = bool(np.all(estimates.arrival_s == estimates.arrival_s[0]))
+    for k, replicas in enumerate(estimates.replicas_of_kind):
+        rows = np.flatnonzero(kind == k)
+        if not len(rows):
+            continue
+        local_kinds = np.zeros(len(replicas), dtype=np.int64)
+        own = work[rows, k][:, None]
+        local = lpt(own, local_kinds) if offline else least_loaded(own, local_kinds, estimates.arrival_s[rows])
+        assignment[rows] = replicas[local]
+    return assignment
+
+
+def timed_plan(
+    requests: pd.DataFrame, cluster: Cluster, estimates: Estimates, assignment: np.ndarray, output: np.ndarray
+) -> pd.DataFrame:
+    """Plan rows grouped by replica (cluster order), each replica's requests in run order, timed."""
+    offline = bool((requests["arrival_s"] == 0).all())
+    arrival = estimates.arrival_s
+    rows_all = np.arange(len(requests))
+    kind = estimates.kind_of_replica[assignment]
+    prefill = estimates.prefill_s[rows_all, kind]
+    # Decode time in a slot: B* times the request's share of decode work (so a replica's
+    # slots consume exactly its work), and never less than decoding alone takes.
+    slots = estimates.batch_size[estimates.kind_of_replica]
+    decode = np.maximum(
+        slots[assignment] * (estimates.work_s[rows_all, kind] - prefill),
+        estimates.min_latency_s[rows_all, kind] - prefill,
+    )
+    # Lexsort keys, last is primary: replica, then the longest decode first in an offline
+    # batch (LPT over the replica's slots: long chains must start early), else arrival.
+    within = -decode if offline else arrival
+    rows = np.lexsort((rows_all, within, assignment))
+    replica = assignment[rows]
+    start, end = replica_times(replica, arrival[rows], prefill[rows], decode[rows], slots)
+    first = np.r_[0, np.flatnonzero(np.diff(replica)) + 1]
+    order = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
+    return pd.DataFrame(
+        {
+            "request_id": requests["request_id"].to_numpy()[rows],
+            "replica": np.asarray(cluster.names, dtype=object)[replica],
+            "order": order.astype(np.int64),
+            "planned_start_s": start,
+            "planned_end_s": end,
+        }
+    )

@@ -1,0 +1,1 @@
+"""Reporting: side-by-side comparisons of policies and HTML reports."""

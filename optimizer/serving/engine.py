@@ -1,0 +1,369 @@
+"""One replica's engine: continuous batching iteration by iteration, with a paged KV cache.
+
+An iteration runs prefill chunks and one decode token for each decoding sequence, and takes
+(performance profile, `optimizer.fleet.profile`; P = tokens of the prompt already prefilled,
+L = chunk length):
+
+    t_iter = [a0 + a1 max(T, T_r) + a2 max(0, T - T_k) + a3 sum((P + L)^2 - P^2) + a4 #chunks]   if prefill (T = sum L)
+           + [d0 + d1 B + d2 C + d3 B^2]                                                        if B sequences decode (C = their KV tokens)
+
+- A request's first token comes from the iteration that completes its prefill; each other
+  token takes one decode iteration. It finishes with its last token.
+- KV cache is allocated in blocks: a request is admitted when its prompt fits in the free
+  blocks; when a decode step needs a block and none is free, the most recently admitted
+  running request is preempted (its blocks freed, its prompt and generated tokens
+  recomputed later) and the preemption is counted.
+- Runs of identical decode iterations (nothing to admit, nothing finishing, no arrival) are
+  fast-forwarded in closed form: k iterations of B sequences take
+  k (d0 + d1 B + d3 B^2 + d2 C) + d2 B k (k - 1) / 2.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+
+import numpy as np
+
+from optimizer.fleet.cluster import EngineLimits, Replica
+from optimizer.fleet.estimates import (
+    best_chunk_tokens,
+)
+from optimizer.fleet.profile import Profile
+from optimizer.serving.batching import Iteration
+
+MS = 1e-3
+
+
+class Sequence:
+    """A request inside a replica."""
+
+    __slots__ = ("row", "prompt", "output", "arrival", "prefill_need", "prefilled", "generated", "kv_tokens",
+                 "blocks", "start", "first_token", "finish", "preemptions", "admitted", "queue_key",
+                 "predicted", "tbt_target", "e2e_target", "last_token", "restarts")
+
+    def __init__(self, row: int, prompt: int, output: int, arrival: float, queue_key: float,
+                 predicted: int | None = None, tbt_target: float = math.inf, e2e_target: float = math.inf):
+        self.row, self.prompt, self.output, self.arrival = row, prompt, output, arrival
+        # What length-aware policies may know: the prediction, else the actual length (oracle).
+        self.predicted = output if predicted is None else predicted
+        self.tbt_target, self.e2e_target = tbt_target, e2e_target
+        self.last_token = math.nan
+        self.prefill_need = prompt  # tokens to (re)compute before decoding
+        self.prefilled = 0
+        self.generated = 0
+        self.kv_tokens = 0
+        self.blocks = 0
+        self.start = math.nan
+        self.first_token = math.nan
+        self.finish = math.nan
+        self.preemptions = 0
+        self.restarts = 0  # times its replica failed under it
+        self.admitted = -1  # admission counter, for choosing whom to preempt
+        self.queue_key = queue_key  # waiting-queue order (arrival, or plan order)
+
+    @property
+    def prefill_left(self) -> int:
+        return self.prefill_need - self.prefilled
+
+    @property
+    def decoding(self) -> bool:
+        return self.prefilled >= self.prefill_need and self.generated < self.output
+
+
+def _queue_key(seq: Sequence) -> float:
+    return seq.queue_key
+
+
+class Engine:
+    """One replica: waiting queue, running sequences, KV blocks, clock."""
+
+    def __init__(self, replica: Replica, profile: Profile, policy):
+        self.replica = replica
+        self.limits: EngineLimits = replica.limits
+        self.profile = profile
+        self.policy = policy
+        self.keep_finished = getattr(policy, "keeps_finished", False)  # static batches pad finished members
+        self.batch_steps = 0  # decode steps since the current static batch was formed
+        self.batch_limit = 0  # decode steps the current batch may take (S3)
+        self.total_blocks = replica.kv_capacity_tokens // self.limits.block_size_tokens
+        self.chunk_tokens = best_chunk_tokens(profile, self.limits.max_num_batched_tokens)
+        self.free_blocks = self.total_blocks
+        self.waiting: deque[Sequence] = deque()
+        self.queue_sorted = True  # waiting is in queue_key order (preemptions can break it)
+        self.running: list[Sequence] = []
+        self.running_set: set[Sequence] = set()
+        self.clock = 0.0
+        self.busy_s = 0.0
+        self.nominal_busy_s = 0.0
+        self.iterations = 0
+        self.admissions = 0
+        self.finished: list[Sequence] = []
+        self.peak_blocks = 0
+        self.last_finish = 0.0
+        self.slow_from, self.slow_factor = math.inf, 1.0
+        self.failed = False
+        self.progress = None  # called with the clock after each step, for progress display
+
+    # -- queries used by the batching policies --------------------------------------
+
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.limits.block_size_tokens)
+
+    def can_admit(self, seq: Sequence, extra_blocks: int = 0) -> bool:
+        return self.blocks_for(seq.prefill_need + 1) <= self.free_blocks - extra_blocks
+
+    def waiting_in_order(self):
+        return iter(self.waiting)
+
+    def decoding(self):
+        return (s for s in self.running if s.decoding)
+
+    def partial_prefills(self) -> list[Sequence]:
+        return [s for s in self.running if s.prefilled < s.prefill_need]
+
+    @property
+    def idle(self) -> bool:
+        return not self.failed and not self.running and not self.waiting
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.waiting) + sum(1 for s in self.running if math.isnan(s.finish))
+
+    # -- mechanics -----------------------------------------------------------------
+
+    def enqueue(self, seq: Sequence, now: float) -> None:
+        # Sorting policies (S3, UELLM) order the queue themselves; others keep the dispatch order.
+        if hasattr(self.policy, "queue_key"):
+            seq.queue_key = self.policy.queue_key(seq)
+        # Keep the waiting queue sorted by queue_key (plans may order out of arrival order).
+        if self.waiting and seq.queue_key < self.waiting[-1].queue_key:
+            if self.queue_sorted:
+                # After the last equal key, as a stable sort of the queue plus `seq` would place it.
+                self.waiting.insert(bisect.bisect_right(self.waiting, seq.queue_key, key=_queue_key), seq)
+            else:  # a preempted request broke the order: sort everything once
+                self.waiting = deque(sorted([*self.waiting, seq], key=_queue_key))
+                self.queue_sorted = True
+        else:
+            self.waiting.append(seq)
+        if not self.running and self.clock < now:
+            self.clock = now  # an idle replica starts on arrival
+
+    def take(self, seq: Sequence) -> None:
+        """Remove a waiting (never admitted) request, for dispatch to move elsewhere."""
+        self.waiting.remove(seq)
+
+    def fail(self) -> tuple[list[Sequence], int]:
+        """Stop for good. Returns the unfinished requests, reset to be restarted by
+        recomputation elsewhere (those that had started count a restart), and the KV
+        tokens of work they lose."""
+        lost_tokens = 0
+        unfinished = [s for s in self.running if math.isnan(s.finish)] + list(self.waiting)
+        for seq in unfinished:
+            if seq.kv_tokens or seq.generated:
+                seq.restarts += 1
+                lost_tokens += seq.kv_tokens
+            seq.prefill_need = seq.prompt + seq.generated
+            seq.prefilled = seq.kv_tokens = seq.blocks = 0
+        self.running, self.running_set, self.waiting = [], set(), deque()
+        self.free_blocks = self.total_blocks
+        self.failed = True
+        return unfinished, lost_tokens
+
+    def slowdown_factor(self) -> float:
+        """How many times longer an iteration starting now takes (1 before any slowdown)."""
+        return self.slow_factor if self.clock >= self.slow_from else 1.0
+
+    def run_until(self, horizon: float) -> None:
+        """Run iterations that start before `horizon` (all remaining work if inf)."""
+        while self.clock < horizon and not self.failed:
+            iteration = self.policy.select(self)
+            if not iteration.prefill and not iteration.decode:
+                if self.running and self.keep_finished:
+                    self.retire_batch(evict=False)
+                    continue
+                return  # idle until more work arrives
+            if not iteration.prefill and getattr(self.policy, "stable", True):
+                # A run of decodes stops where a slowdown starts, to be charged at its pace.
+                self._decode_run(iteration.decode, min(horizon, self.slow_from) if self.clock < self.slow_from else horizon)
+            else:
+                self._run_once(iteration)
+            if self.progress is not None:
+                self.progress(self.clock)
+
+    def prefill_time_s(self, chunks: list) -> float:
+        return self._iteration_ms(chunks, 0, 0) * MS
+
+    def decode_time_s(self, batch: int, context: int) -> float:
+        return self._iteration_ms([], batch, context) * MS
+
+    def _iteration_ms(self, chunks: list, batch: int, context: int) -> float:
+        tokens = sum(n for _, n in chunks)
+        attention = sum((s.prefilled + n) ** 2 - s.prefilled**2 for s, n in chunks)
+        return self.profile.prefill_iteration_ms(tokens, attention, len(chunks)) + self.profile.decode_iteration_ms(batch, context)
+
+    def _admit(self, seq: Sequence) -> None:
+        self.waiting.remove(seq)
+        seq.blocks = self.blocks_for(seq.prefill_need + 1)
+        self.free_blocks -= seq.blocks
+        seq.admitted = self.admissions
+        self.admissions += 1
+        if math.isnan(seq.start):
+            seq.start = self.clock
+        self.running.append(seq)
+        self.running_set.add(seq)
+
+    def _run_once(self, iteration: Iteration) -> None:
+        """One iteration with prefill chunks (and possibly decodes)."""
+        for seq, _ in iteration.prefill:
+            if seq not in self.running_set:
+                self._admit(seq)
+        decode = [s for s in iteration.decode if s.decoding]
+        self._make_room(decode)
+        decode = [s for s in decode if s in self.running_set]
+        batch, context = self._batch_shape(decode)
+        duration = self._iteration_ms(iteration.prefill, batch, context) * MS * self.slowdown_factor()
+        end = self.clock + duration
+        for seq, tokens in iteration.prefill:
+            seq.prefilled += tokens
+            seq.kv_tokens += tokens
+            if seq.prefilled >= seq.prefill_need:
+                seq.generated += 1  # the prefill pass samples the next token
+                seq.last_token = end
+                if math.isnan(seq.first_token):
+                    seq.first_token = end
+        for seq in decode:
+            seq.generated += 1
+            seq.kv_tokens += 1
+            seq.last_token = end
+        if decode and self.keep_finished:
+            self.batch_steps += 1
+        self._advance(duration)
+        self._finish([s for s, _ in iteration.prefill] + decode, end)
+
+    def _batch_shape(self, decode: list[Sequence]) -> tuple[int, int]:
+        if self.keep_finished and decode:  # padded static batch: every member costs
+            return len(self.running), sum(s.kv_tokens for s in self.running)
+        return len(decode), sum(s.kv_tokens for s in decode)
+
+    def _decode_run(self, decode: list[Sequence], horizon: float) -> None:
+        """k identical decode iterations in closed form (see the module docstring)."""
+        self._make_room(decode, steps=1)
+        decode = [s for s in decode if s in self.running_set and s.decoding]
+        if not decode:
+            return
+        batch, context = self._batch_shape(decode)
+        scale = self.slowdown_factor()
+        base_ms = self.profile.decode_iteration_ms(batch, context) * scale
+        growth_ms = self.profile.decode_ms_per_context_token * len(decode) * scale  # context added per iteration
+        k = min(s.output - s.generated for s in decode)
+        if hasattr(self.policy, "max_steps"):
+            k = min(k, self.policy.max_steps(self))
+        if math.isfinite(horizon):
+            # The smallest k whose iterations reach the horizon: growth k^2/2 + (base - growth/2) k >= gap.
+            gap_ms = (horizon - self.clock) / MS
+            a, b = growth_ms / 2, base_ms - growth_ms / 2
+            reach = gap_ms / b if a == 0 else (-b + math.sqrt(b * b + 4 * a * gap_ms)) / (2 * a)
+            k = min(k, max(1, math.ceil(reach - 1e-9)))
+        k = max(1, min(k, self._steps_that_fit(decode, k)))
+        duration = (k * base_ms + growth_ms * k * (k - 1) / 2) * MS
+        for seq in decode:
+            seq.generated += k
+            seq.kv_tokens += k
+            seq.blocks = max(seq.blocks, self.blocks_for(seq.kv_tokens + 1))
+        self.free_blocks = self.total_blocks - sum(s.blocks for s in self.running)
+        self._advance(duration, iterations=k)
+        for seq in decode:
+            seq.last_token = self.clock
+        if self.keep_finished:
+            self.batch_steps += k
+        self._finish(decode, self.clock)
+
+    def _steps_that_fit(self, decode: list[Sequence], most: int) -> int:
+        """Most decode steps (up to `most`) before some sequence needs a block that is not free."""
+        tokens = np.array([s.kv_tokens for s in decode])
+        held = np.array([s.blocks for s in decode])
+        block = self.limits.block_size_tokens
+
+        def needed(k: int) -> int:
+            return int(np.maximum(-(-(tokens + k + 1) // block) - held, 0).sum())
+
+        if needed(most) <= self.free_blocks:
+            return most
+        if needed(1) > self.free_blocks:
+            return 1
+        low, high = 1, most  # needed(low) fits, needed(high) does not
+        while low < high - 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if needed(middle) <= self.free_blocks else (low, middle)
+        return low
+
+    def _make_room(self, decode: list[Sequence], steps: int = 1) -> None:
+        """Preempt the most recently admitted requests until one decode step fits."""
+        while True:
+            active = [s for s in decode if s in self.running_set]
+            need = sum(max(self.blocks_for(s.kv_tokens + steps + 1) - s.blocks, 0) for s in active)
+            if need <= self.free_blocks or len(self.running) <= 1:
+                for s in active:
+                    grow = max(self.blocks_for(s.kv_tokens + steps + 1) - s.blocks, 0)
+                    s.blocks += grow
+                    self.free_blocks -= grow
+                return
+            victim = max((s for s in self.running if math.isnan(s.finish)), key=lambda s: s.admitted)
+            self._preempt(victim)
+
+    def _preempt(self, seq: Sequence, to_back: bool = False) -> None:
+        self.running.remove(seq)
+        self.running_set.discard(seq)
+        self.free_blocks += seq.blocks
+        seq.blocks = 0
+        seq.preemptions += 1
+        # Recompute: the prompt and every generated token are prefilled again.
+        seq.prefill_need = seq.prompt + seq.generated
+        seq.prefilled = 0
+        seq.kv_tokens = 0
+        if to_back:
+            self.waiting.append(seq)
+            if len(self.waiting) > 1 and self.waiting[-2].queue_key > seq.queue_key:
+                self.queue_sorted = False
+        else:
+            self.waiting.appendleft(seq)
+            if len(self.waiting) > 1 and seq.queue_key > self.waiting[1].queue_key:
+                self.queue_sorted = False
+
+    def _advance(self, duration_s: float, iterations: int = 1) -> None:
+        # KV use is highest at the end of an iteration, when every block it needed is held.
+        self.peak_blocks = max(self.peak_blocks, self.total_blocks - self.free_blocks)
+        if hasattr(self.policy, "observe"):
+            self.policy.observe(duration_s / iterations)
+        self.nominal_busy_s += duration_s / self.slowdown_factor()  # what it would have taken at full speed
+        self.clock += duration_s
+        self.busy_s += duration_s
+        self.iterations += iterations
+
+    def _finish(self, candidates: list[Sequence], end: float) -> None:
+        done = [s for s in candidates if s.generated >= s.output and math.isnan(s.finish) and s in self.running_set]
+        for seq in done:
+            seq.finish = end
+            self.finished.append(seq)
+            self.last_finish = max(self.last_finish, end)
+            if not self.keep_finished:
+                self._release(seq)
+
+    def _release(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.running_set.discard(seq)
+        self.free_blocks += seq.blocks
+        seq.blocks = 0
+
+    def retire_batch(self, evict: bool) -> None:
+        """End a static batch: release finished members; with `evict`, unfinished members
+        go to the back of the queue to be recomputed (S3's failure collection)."""
+        for seq in list(self.running):
+            if math.isnan(seq.finish):
+                if evict:
+                    self._preempt(seq, to_back=True)
+            else:
+                self._release(seq)
+        self.batch_steps = 0

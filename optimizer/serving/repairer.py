@@ -1,0 +1,204 @@
+"""The online repairer: a plan followed while reality matches it, repaired greedily where it does not."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from optimizer.common.options import NamedOptions
+from optimizer.fleet.estimates import planning_lengths
+from optimizer.serving.predictor import LengthBelief
+from optimizer.serving.rules import FollowPlan
+
+
+class Repair(FollowPlan, NamedOptions):
+    """The plan, followed while reality matches it and repaired greedily where it does not.
+
+    Two views of each live replica r, refreshed every `interval_s` of simulated time and
+    as requests finish (works w are the estimates' seconds of replica time, `Estimates`):
+
+    - the deviation revealed so far, zero while everything goes as predicted:
+
+          delta_r = sum over r's finished requests of  w(actual length) - planned w
+                  + sum over r's running requests of   w(E[O | O > g]) - planned w
+                  + (f_r - 1) x (r's remaining work)
+
+      where a running request has produced g tokens, E[O | O > g] is its expected length
+      given them (`optimizer.serving.predictor.LengthBelief`) and f_r the replica's slowdown;
+    - its estimated finish, calibrated on the replica's own pace:
+
+          E_r = t_r + f_r max(rho_r (waiting work + remaining work of running requests) + drain_r,
+                              longest expected remaining decode of a running request)
+
+      where rho_r = (busy time at full speed) / (estimated work done) so far, which absorbs
+      whatever the work estimates miss on this replica; the second term is the straggler
+      that will finish last however little else is left.
+
+    Decisions (each looks at every replica once: microseconds, no solver call):
+
+    - an arriving request goes where the plan put it, unless its planned replica a and
+      the replica b where it would finish earliest differ in revealed deviation by more
+      than `slack_s` and E_b + w_b + slack_s < E_a;
+    - work conservation, every interval once reality has left the plan (an arrival off its
+      planned time, |delta_r| > slack_s, a slowdown or a failure): a live replica with
+      nothing to run takes the next waiting request of the replica with the latest E_r that
+      it can run, so no replica idles longer than `interval_s` while another has queued
+      work;
+    - repair, every interval: while the latest replica a and the earliest b pass the same
+      test, a request that has not started moves from the back of a's queue to b (at most
+      `max_moves` per interval);
+    - a request planned for a failed replica goes where E_q + w_q is least.
+
+    With no deviation delta_r = 0: every request runs where the plan put it, in the plan's
+    order. A moved request keeps its place in the plan's global order (planned start).
+    """
+
+    name = "repair"
+    label = "Dispatch"
+    slack_s = 1.0
+    max_moves = 8
+    interval_s = 1.0
+    options = {"slack_s": (0.0, None), "max_moves": (0, None), "interval_s": (0.01, None)}
+
+    def __init__(self, requests, cluster, estimates, plan, belief: LengthBelief, **options):
+        FollowPlan.__init__(self, requests, cluster, estimates, plan)
+        NamedOptions.__init__(self, **options)
+        self.estimates = estimates
+        self.belief = belief
+        self.prompt = requests["prompt_tokens"].to_numpy(dtype=np.int64)
+        self.actual = requests["output_tokens"].to_numpy(dtype=float)
+        self.predicted = planning_lengths(requests).astype(float)
+        # Global order: planned start, then replica and order (a replica's own order).
+        self.rank = np.empty(len(requests))
+        self.rank[np.lexsort((self.order, self.replica, self.planned_start))] = np.arange(len(requests), dtype=float)
+        m = len(cluster)
+        self.target = self.replica.copy()  # where the repaired plan puts each request
+        self.planned_work = self.work_kind[np.arange(len(requests)), self.kind[self.target]]
+        self.drain = estimates.drain_s[self.kind]
+        self.done_delta = np.zeros(m)  # finished part of delta_r
+        self.done_work = np.zeros(m)  # estimated work of finished requests
+        self.run_delta = np.zeros(m)  # running part of delta_r
+        self.run_left = np.zeros(m)  # expected remaining work of running requests
+        self.run_done = np.zeros(m)  # work done so far by running requests
+        self.run_chain = np.zeros(m)  # longest expected remaining decode of a running request
+        self.waiting_work = np.zeros(m)
+        self.seen = [0] * m  # finished requests of each engine already counted
+        self.moves = 0
+        self.deviated = False  # has reality left the plan? (then work conservation applies)
+
+    def queue_key(self, row: int) -> float:
+        return float(self.rank[row])
+
+    # -- the repairer's views --------------------------------------------------------
+
+    def _work(self, rows: np.ndarray, replica: int, output_tokens: np.ndarray) -> np.ndarray:
+        return self.estimates.work_for(rows, self.kind[replica], self.prompt[rows], output_tokens)
+
+    def _refresh(self, engines, running: bool) -> None:
+        for r, engine in enumerate(engines):
+            if engine.failed:
+                continue
+            new = engine.finished[self.seen[r]:]
+            if new:
+                rows = np.fromiter((s.row for s in new), dtype=np.int64, count=len(new))
+                self.seen[r] = len(engine.finished)
+                actual = self._work(rows, r, self.actual[rows])
+                self.done_delta[r] += float(np.sum(actual - self.planned_work[rows]))
+                self.done_work[r] += float(np.sum(actual))
+            if not running:
+                continue
+            self.waiting_work[r] = float(sum(self.planned_work[s.row] for s in engine.waiting))
+            live = [s for s in engine.running if math.isnan(s.finish)]
+            rows = np.fromiter((s.row for s in live), dtype=np.int64, count=len(live))
+            generated = np.fromiter((s.generated for s in live), dtype=float, count=len(live))
+            expected_tokens = self.belief.expected_totals(self.predicted[rows], generated)
+            expected = self._work(rows, r, expected_tokens)
+            done = self._work(rows, r, np.maximum(generated, 1.0))
+            self.run_delta[r] = float(np.sum(expected - self.planned_work[rows]))
+            self.run_left[r] = float(np.sum(np.maximum(expected - done, 0.0)))
+            self.run_done[r] = float(np.sum(done))
+            # Decoding alone, a request's remaining tokens take at least this long each.
+            k = self.kind[r]
+            step = (self.estimates.min_latency_s[rows, k] - self.estimates.prefill_s[rows, k]) / np.maximum(self.predicted[rows] - 1, 1)
+            self.run_chain[r] = float(np.max(step * (expected_tokens - generated), initial=0.0))
+
+    def _views(self, engines) -> tuple[np.ndarray, np.ndarray]:
+        """(delta_r, E_r) of every replica; a failed one is never the earliest."""
+        deviation = np.zeros(len(engines))
+        finish = np.full(len(engines), np.inf)
+        for r, engine in enumerate(engines):
+            if engine.failed:
+                continue
+            factor = engine.slowdown_factor()
+            left = self.waiting_work[r] + self.run_left[r]
+            done = self.done_work[r] + self.run_done[r]
+            pace = engine.nominal_busy_s / done if done > 0 and engine.nominal_busy_s > 0 else 1.0
+            deviation[r] = self.done_delta[r] + self.run_delta[r] + (factor - 1) * left
+            finish[r] = engine.clock + factor * max(pace * left + self.drain[r], self.run_chain[r])
+            self.deviated |= factor != 1.0 or abs(deviation[r]) > self.slack_s
+        return deviation, finish
+
+    def _retarget(self, row: int, replica: int) -> None:
+        self.planned_work[row] = self.work(row, replica)
+        self.target[row] = replica
+
+    # -- decisions -------------------------------------------------------------------
+
+    def choose(self, row, engines, now=0.0) -> int:
+        self._refresh(engines, running=False)
+        deviation, finish = self._views(engines)
+        planned = int(self.target[row])
+        failed = bool(engines[planned].failed)
+        self.deviated |= failed or abs(now - self.arrival[row]) > 1e-9
+        best = self._earliest(row, engines, finish)
+        if failed or (
+            best != planned and deviation[planned] - deviation[best] > self.slack_s
+            and finish[best] + self.work(row, best) + self.slack_s < finish[planned]
+        ):
+            self.moves += not failed
+            self._retarget(row, best)
+            planned = best
+        self.waiting_work[planned] += self.planned_work[row]
+        return planned
+
+    def _earliest(self, row: int, engines, finish: np.ndarray) -> int:
+        costs = [finish[r] + self.work(row, r) if self.usable(row, r, engines) else np.inf for r in range(len(engines))]
+        return int(np.argmin(costs))
+
+    def rebalance(self, now: float, engines) -> None:
+        """Every interval_s: work conservation, then repair (see the class docstring)."""
+        self._refresh(engines, running=True)
+        deviation, finish = self._views(engines)
+        for b, engine in enumerate(engines):
+            if engine.idle and self.deviated:
+                donors = sorted((r for r, e in enumerate(engines) if e.waiting and r != b), key=lambda r: (-finish[r], r))
+                for a in donors:
+                    seq = next((s for s in engines[a].waiting if self.eligible(s.row, b)), None)
+                    if seq is not None:
+                        self._move(seq, a, b, now, engines, finish)
+                        break
+        for _ in range(self.max_moves):
+            donors = [r for r, e in enumerate(engines) if e.waiting]
+            if not donors:
+                return
+            a = max(donors, key=lambda r: (finish[r], -r))
+            b = int(np.argmin(finish))
+            if b == a or not deviation[a] - deviation[b] > self.slack_s:
+                return
+            seq = next((s for s in reversed(engines[a].waiting)
+                        if self.eligible(s.row, b) and finish[b] + self.work(s.row, b) + self.slack_s < finish[a]), None)
+            if seq is None:
+                return
+            self._move(seq, a, b, now, engines, finish)
+
+    def _move(self, seq, a: int, b: int, now: float, engines, finish: np.ndarray) -> None:
+        finish[a] -= self.planned_work[seq.row]
+        self.waiting_work[a] -= self.planned_work[seq.row]
+        self._retarget(seq.row, b)
+        finish[b] += self.planned_work[seq.row]
+        self.waiting_work[b] += self.planned_work[seq.row]
+        engines[a].take(seq)
+        engines[b].enqueue(seq, now)
+        self.placed(seq.row, b)
+        self.moves += 1

@@ -1,0 +1,1 @@
+"""Inputs: request traces in the formats found in the wild, loaded into one request table."""

@@ -1,0 +1,218 @@
+"""Loading a trace file (CSV, JSON lines or Parquet) into the normalized request table.
+
+Absolute timestamps are
+read as UTC when they carry no zone; only differences between them matter.
+
+Every bad cell is reported with the file, the line (the row for Parquet) and the column
+as the file names it. Nothing is dropped silently: rows that the source marks as failed
+requests (BurstGPT rows with zero response tokens) are left out of the table and listed in
+`Trace.excluded` with their line and reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_numeric_dtype
+
+from optimizer.common.errors import TraceError
+from optimizer.traces.formats import TraceFormat, detect
+from optimizer.traces.rows import Converted, Options, Rows
+from optimizer.traces.table import TARGET_COLUMNS, Trace
+
+
+def _container(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.lstrip().startswith(b"{"):
+        return "jsonl"
+    return "csv"
+
+
+def _read_csv(path: Path, forced: str | None) -> tuple[Rows, TraceFormat]:
+    try:
+        header = [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
+        fmt = detect(header, str(path), forced)
+        with warnings.catch_warnings():
+            # Columns of mixed types are expected in bad files; the column readers report them.
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+            # keep_default_na=False: an id such as "NA" or "null" stays text; empty cells
+            # are found and reported by the column readers instead.
+            raw = pd.read_csv(path, keep_default_na=False, skip_blank_lines=False)
+            raw.columns = [str(c).strip() for c in raw.columns]
+            # Reading every column as text is 5-10x slower, so only columns that pandas took
+            # for numbers are read again as text, keeping ids such as "007" exactly.
+            retext = [i for i, c in enumerate(raw.columns) if c in fmt.text_columns and is_numeric_dtype(raw[c])]
+            if retext:
+                again = pd.read_csv(path, usecols=retext, dtype=str, keep_default_na=False, skip_blank_lines=False)
+                for i in retext:
+                    raw[raw.columns[i]] = again.iloc[:, retext.index(i)].to_numpy()
+    except pd.errors.EmptyDataError:
+        raise TraceError("the file is empty.", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"is not UTF-8 text (byte {exc.start}).", path=path) from None
+    except pd.errors.ParserError as exc:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if found:
+            expected, line, saw = map(int, found.groups())
+            raise TraceError(f"has {saw} fields but the header has {expected}.", path=path, line=line) from None
+        raise TraceError(f"is not a readable CSV file ({str(exc).strip()}).", path=path) from None
+    # Empty lines at the end of a CSV file are not requests; empty lines before them are errors.
+    blank = _blank_rows(raw)
+    end = len(raw)
+    while end > 0 and blank[end - 1]:
+        end -= 1
+    rows = Rows(raw.iloc[:end], str(path), np.arange(end) + 2)
+    if blank[:end].any():
+        raise rows.error("is blank; every line after the header must be a request.", int(np.argmax(blank[:end])))
+    return rows, fmt
+
+
+def _blank_rows(raw: pd.DataFrame) -> np.ndarray:
+    """Rows whose every cell is empty (none when a column is numeric: it has no empty cells)."""
+    if raw.empty or any(is_numeric_dtype(raw[c]) for c in raw.columns):
+        return np.zeros(len(raw), dtype=bool)
+    return np.logical_and.reduce([(raw[c].astype(str).str.strip() == "").to_numpy() for c in raw.columns])
+
+
+def _read_jsonl(path: Path, forced: str | None) -> tuple[Rows, TraceFormat]:
+    records, lines = [], []
+    with open(path, encoding="utf-8") as f:
+        try:
+            for number, text in enumerate(f, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise TraceError(f"is not valid JSON ({exc.msg}).", path=path, line=number) from None
+                if not isinstance(record, dict):
+                    raise TraceError("is not a JSON object.", path=path, line=number)
+                records.append(record)
+                lines.append(number)
+        except UnicodeDecodeError as exc:
+            raise TraceError(f"is not UTF-8 text (byte {exc.start}).", path=path) from None
+    if not records:
+        raise TraceError("the file is empty.", path=path)
+    raw = pd.DataFrame.from_records(records)
+    fmt = detect(list(raw.columns), str(path), forced)
+    return Rows(raw, str(path), np.asarray(lines)), fmt
+
+
+def _read_parquet(path: Path, forced: str | None) -> tuple[Rows, TraceFormat]:
+    try:
+        raw = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
+        raise TraceError(f"is not a readable Parquet file ({type(exc).__name__}: {exc}).", path=path) from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    fmt = detect(list(raw.columns), str(path), forced)
+    return Rows(raw.reset_index(drop=True), str(path), np.arange(len(raw)) + 1, unit="row"), fmt
+
+
+def load_trace(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    arrival_rate: float | None = None,
+    seed: int = 0,
+    model: str | None = None,
+) -> Trace:
+    """Load a trace file into the normalized request table.
+
+    Args:
+        path: a CSV, JSON-lines or Parquet file in one of `FORMATS`.
+        format: force a format instead of detecting it from the columns.
+        arrival_rate: for length-only tables, draw Poisson arrivals at this many requests
+            per second (seeded by `seed`); without it they form an offline batch.
+        seed: seed of every random draw made while loading.
+        model: serve every request with this model, replacing what the trace says.
+
+    Raises:
+        TraceError: naming the file, line and column of the first problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TraceError("no such file." if not path.exists() else "is not a file.", path=path)
+    if arrival_rate is not None and not arrival_rate > 0:
+        raise TraceError(f"the arrival rate must be greater than 0 requests/s, got {arrival_rate:g}.", path=path)
+    container = _container(path)
+    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[container]
+    rows, fmt = reader(path, format)
+    if len(rows) == 0:
+        raise TraceError("has a header but no requests.", path=path)
+    if arrival_rate is not None and fmt.name != "lengths":
+        raise TraceError(
+            f"an arrival rate applies only to length-only tables; this {fmt.name} trace has its own arrival times.",
+            path=path,
+        )
+    converted = fmt.convert(rows, Options(arrival_rate, seed))
+    requests, excluded = _assemble(rows, converted)
+    if requests.empty:
+        raise TraceError(f"has no requests left: each of its {len(excluded)} rows is a {converted.excluded_reason}.", path=path)
+    if model is not None:
+        requests["model"] = model
+    _reject_duplicate_ids(requests, rows, converted, fmt)
+    notes = list(converted.notes)
+    if len(excluded):
+        first = ", ".join(map(str, excluded["line"].head(5)))
+        notes.append(
+            f"Left out {len(excluded)} rows, each a {converted.excluded_reason} "
+            f"({rows.unit}s {first}{', ...' if len(excluded) > 5 else ''})."
+        )
+    return Trace(requests, str(path), fmt.name, excluded, tuple(notes))
+
+
+def _assemble(rows: Rows, converted: Converted) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The normalized table from converted columns, with defaults for absent ones."""
+    columns = converted.columns
+    n = len(next(iter(columns.values())))
+    table = pd.DataFrame(
+        {
+            "request_id": pd.Series(columns["request_id"], dtype=str).reset_index(drop=True),
+            "arrival_s": np.asarray(columns["arrival_s"], dtype=float),
+            "prompt_tokens": np.asarray(columns["prompt_tokens"], dtype=np.int64),
+            "output_tokens": _nullable_tokens(columns.get("output_tokens"), n),
+            "predicted_output_tokens": _nullable_tokens(columns.get("predicted_output_tokens"), n),
+            "model": pd.Series(columns.get("model", [""] * n), dtype=str).reset_index(drop=True),
+            "priority": np.asarray(columns.get("priority", np.zeros(n)), dtype=np.int64),
+            **{name: np.asarray(columns.get(name, np.full(n, np.nan)), dtype=float) for name in TARGET_COLUMNS},
+        }
+    )
+    if "hash_ids" in columns:
+        table["hash_ids"] = pd.Series(columns["hash_ids"], dtype=object).reset_index(drop=True)
+    excluded = pd.DataFrame({"line": pd.Series(dtype="int64"), "reason": pd.Series(dtype="str")})
+    if converted.keep is not None and not converted.keep.all():
+        excluded = pd.DataFrame({"line": rows.lines[~converted.keep], "reason": converted.excluded_reason})
+        table = table[converted.keep].reset_index(drop=True)
+    return table, excluded
+
+
+def _nullable_tokens(values: object, n: int) -> pd.api.extensions.ExtensionArray:
+    """A token column as nullable Int64 (all <NA> when the source has no such column)."""
+    if values is None:
+        return pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
+    if isinstance(values, pd.arrays.IntegerArray):
+        return values
+    return pd.arrays.IntegerArray(np.asarray(values, dtype=np.int64), np.zeros(n, dtype=bool))
+
+
+def _reject_duplicate_ids(requests: pd.DataFrame, rows: Rows, converted: Converted, fmt: TraceFormat) -> None:
+    if "request_id" not in fmt.required:
+        return  # ids made from row numbers are unique by construction
+    duplicated = requests["request_id"].duplicated().to_numpy()
+    if not duplicated.any():
+        return
+    row = int(np.argmax(duplicated))
+    request_id = requests["request_id"].iloc[row]
+    first = int(np.argmax((requests["request_id"] == request_id).to_numpy()))
+    id_column = "request_id"
+    if converted.keep is None and len(requests) == len(rows):
+        raise rows.error(f"duplicate request id {request_id!r} (first used on {rows.unit} {rows.lines[first]}).", row, id_column)
+    raise TraceError(f"duplicate request id {request_id!r}.", path=rows.path, field=id_column)
