@@ -27,7 +27,7 @@ import optimizer
 from optimizer.common.errors import OptimizerError
 from optimizer.common.files import atomic_output, check_folder
 from optimizer.common.options import parse_options
-from optimizer.fleet.profile import (
+from optimizer.fleet.measurements import (
     builtin_profiles,
     fit_profiles,
     holdout_error,

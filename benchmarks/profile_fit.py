@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from optimizer.fleet.profile import holdout_error, read_measurements  # noqa: E402
+from optimizer.fleet.measurements import holdout_error, read_measurements  # noqa: E402
 
 
 def main() -> None:

@@ -75,7 +75,7 @@ def measurements() -> None:
     print("iteration time after it. Points whose KV cache cannot hold B x (P + T) are skipped.\n")
     print("| model | GPU | TP | points | skipped (KV) | prefill MAPE % | decode MAPE % | worst prefill % | worst decode % |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    from optimizer.fleet.profile import read_measurements
+    from optimizer.fleet.measurements import read_measurements
 
     data = read_measurements(ROOT / "optimizer" / "fleet" / "data" / "splitwise_perf_model.csv")
     data = data[data["token_size"] <= 256]

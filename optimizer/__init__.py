@@ -19,7 +19,6 @@ from optimizer.common.errors import (
 )
 from optimizer.fleet.cluster import (
     DEFAULT_REPLICAS,
-    GPU_ALIASES,
     Cluster,
     EngineLimits,
     Replica,
@@ -28,12 +27,14 @@ from optimizer.fleet.cluster import (
     resolve_cluster,
 )
 from optimizer.fleet.estimates import Estimates, estimate
-from optimizer.fleet.profile import (
-    Profile,
+from optimizer.fleet.gpus import GPU_ALIASES, GPUS
+from optimizer.fleet.measurements import (
     builtin_profiles,
     fit_profiles,
     read_measurements,
 )
+from optimizer.fleet.models import find_model
+from optimizer.fleet.profile import Profile
 from optimizer.planning.bounds import Bounds, lower_bounds, trace_bounds
 from optimizer.planning.plan import (
     PLAN_COLUMNS,

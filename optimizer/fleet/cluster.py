@@ -28,61 +28,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from optimizer.common.errors import ClusterError
+from optimizer.fleet.gpus import GPUS, Gpu, find_gpu, short_name
+from optimizer.fleet.models import DEFAULT_MODEL, ModelShape, find_model
 
 GIB = 2**30
 
-
-@dataclass(frozen=True)
-class GpuType:
-    name: str
-    memory_gib: float
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What sizes a model's weights and KV cache (from the model's published config)."""
-
-    name: str
-    num_params: float
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    dtype_bytes: int = 2  # fp16 / bf16 weights and KV cache
-
-    @property
-    def weight_bytes(self) -> float:
-        return self.num_params * self.dtype_bytes
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype_bytes
-
-
-#: GPU types with measured profiles; both are the 80 GB parts.
-GPUS = {g.name: g for g in (GpuType("a100-80gb", 80.0), GpuType("h100-80gb", 80.0), GpuType("h100-80gb-pcap", 80.0))}
-#: Short names users type for each GPU type; the first listed is used in replica names.
-GPU_ALIASES = {
-    "a100": "a100-80gb",
-    "a100-80gb": "a100-80gb",
-    "h100": "h100-80gb",
-    "h100-80gb": "h100-80gb",
-    "h100-pcap": "h100-80gb-pcap",
-    "h100-80gb-pcap": "h100-80gb-pcap",
-}
-#: Models with measured profiles. Llama-2-70B uses grouped-query attention (8 KV heads);
-#: BLOOM-176B uses full multi-head attention (112 heads).
-MODELS = {
-    m.name: m
-    for m in (
-        ModelShape("llama2-70b", num_params=68.98e9, num_layers=80, num_kv_heads=8, head_dim=128),
-        ModelShape("bloom-176b", num_params=176.25e9, num_layers=70, num_kv_heads=112, head_dim=128),
-    )
-}
-DEFAULT_MODEL = "llama2-70b"
 #: The cluster used when none is given: the mixed fleet of the planner's benchmark.
 DEFAULT_REPLICAS = "h100-tp4:4,a100-tp4:4"
+#: Where a replica's iteration times come from (`optimizer.fleet.sources`).
+SOURCES = ("auto", "measured", "kernels", "roofline")
+KV_CACHE_DTYPES = {"auto": 0, "fp8": 1}  # bytes per value; 0 = the model's dtype
 
-_GROUP = re.compile(r"^(?:(?P<model>[^@\s]+)@)?(?P<gpu>[a-z0-9-]+?)-tp(?P<tp>\d+)(?::(?P<count>\d+))?$")
+_GROUP = re.compile(r"^(?:(?P<model>[^@\s]+)@)?(?P<gpu>[A-Za-z0-9-]+?)-tp(?P<tp>\d+)(?::(?P<count>\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -100,6 +57,8 @@ class EngineLimits:
     activation_reserve_gib: float = 2.0
     #: KV cache is allocated in blocks of this many tokens.
     block_size_tokens: int = 16
+    #: KV-cache element type: "auto" (the model's dtype) or "fp8" (vLLM's --kv-cache-dtype fp8).
+    kv_cache_dtype: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -111,21 +70,33 @@ class Replica:
     tp: int
     model: str
     limits: EngineLimits = EngineLimits()
+    #: Serving engine and version of the kernel tables, "vllm==0.24.0"; "" = the source's default.
+    engine: str = ""
+    #: Where its iteration times come from: one of SOURCES.
+    source: str = "auto"
 
     @property
     def kind(self) -> str:
         """The replica type: replicas of one kind are interchangeable."""
-        return f"{self.model}@{self.gpu}-tp{self.tp}"
+        extras = [self.engine] if self.engine else []
+        extras += [self.source] if self.source != "auto" else []
+        extras += ["kv-" + self.limits.kv_cache_dtype] if self.limits.kv_cache_dtype != "auto" else []
+        return f"{self.model}@{self.gpu}-tp{self.tp}" + "".join("/" + e for e in extras)
+
+    @property
+    def shape(self) -> ModelShape:
+        return find_model(self.model)
 
     @property
     def kv_capacity_tokens(self) -> int:
-        return kv_capacity_tokens(MODELS[self.model], GPUS[self.gpu], self.tp, self.limits)
+        return kv_capacity_tokens(self.shape, GPUS[self.gpu], self.tp, self.limits)
 
 
-def kv_capacity_tokens(model: ModelShape, gpu: GpuType, tp: int, limits: EngineLimits) -> int:
+def kv_capacity_tokens(model: ModelShape, gpu: Gpu, tp: int, limits: EngineLimits) -> int:
     """Tokens of KV cache a replica holds (whole blocks); negative if the weights do not fit."""
     usable = tp * gpu.memory_gib * GIB * limits.gpu_memory_utilization - tp * limits.activation_reserve_gib * GIB
-    tokens = (usable - model.weight_bytes) / model.kv_bytes_per_token
+    kv_bytes = model.kv_bytes_per_token_at(KV_CACHE_DTYPES[limits.kv_cache_dtype] or model.dtype_bytes)
+    tokens = (usable - model.weight_bytes) / kv_bytes
     if tokens < 0:
         return math.floor(tokens)
     return int(tokens // limits.block_size_tokens) * limits.block_size_tokens
@@ -168,7 +139,7 @@ class Cluster:
         named = len(self.models) > 1
         groups: list[list] = []
         for r in self.replicas:
-            kind = f"{r.model + '@' if named else ''}{_short_gpu(r.gpu)}-tp{r.tp}"
+            kind = f"{r.model + '@' if named else ''}{short_name(r.gpu)}-tp{r.tp}"
             if groups and groups[-1][0] == kind:
                 groups[-1][1] += 1
             else:
@@ -185,13 +156,17 @@ def _group(
     limits: EngineLimits,
     counters: dict[str, int],
     prefix: str | None = None,
+    engine: str = "",
+    source: str = "auto",
 ) -> list[Replica]:
     """Validated replicas of one group; `where` names the group in error messages."""
-    gpu = GPU_ALIASES.get(gpu_name.lower())
-    if gpu is None:
-        raise ClusterError(f"Unknown GPU {gpu_name!r} in {where}; known: {', '.join(GPUS)}.")
-    if model not in MODELS:
-        raise ClusterError(f"Unknown model {model!r} in {where}; known: {', '.join(MODELS)}.")
+    gpu = find_gpu(gpu_name, where).name
+    shape = find_model(model, where)
+    model = shape.name
+    if source not in SOURCES:
+        raise ClusterError(f"Unknown performance source {source!r} in {where}; choose one of: {', '.join(SOURCES)}.")
+    if limits.kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ClusterError(f"kv_cache_dtype {limits.kv_cache_dtype!r} in {where} must be one of: {', '.join(KV_CACHE_DTYPES)}.")
     if tp not in (1, 2, 4, 8):
         raise ClusterError(f"Tensor-parallel degree {tp} in {where} must be 1, 2, 4 or 8.")
     if count < 1:
@@ -203,27 +178,30 @@ def _group(
             raise ClusterError(f"{name} in {where} must be at least 1.")
     if limits.activation_reserve_gib < 0:
         raise ClusterError(f"activation_reserve_gib in {where} must be at least 0.")
-    shape, memory = MODELS[model], GPUS[gpu]
+    memory = GPUS[gpu]
     capacity = kv_capacity_tokens(shape, memory, tp, limits)
     if capacity < limits.block_size_tokens:
         usable = tp * (memory.memory_gib * limits.gpu_memory_utilization - limits.activation_reserve_gib)
+        fits = [t for t in (1, 2, 4, 8) if kv_capacity_tokens(shape, memory, t, limits) >= limits.block_size_tokens]
+        hint = f"the smallest tp that fits is {fits[0]}" if fits else f"it fits at no tp up to 8 on {gpu}"
         raise ClusterError(
             f"{model} does not fit on {tp} x {gpu} in {where}: its weights take {shape.weight_bytes / GIB:.1f} GiB "
-            f"and {usable:.1f} GiB is usable, leaving no room for a KV cache; use a larger tp."
+            f"and {usable:.1f} GiB is usable, leaving no room for a KV cache; {hint}."
         )
     replicas = []
-    stem = prefix or f"{_short_gpu(gpu)}-tp{tp}"
+    stem = prefix or f"{short_name(gpu)}-tp{tp}"
     for _ in range(count):
         k = counters.get(stem, 0)
         counters[stem] = k + 1
-        replicas.append(Replica(f"{stem}-{k}", gpu, tp, model, limits))
+        replicas.append(Replica(f"{stem}-{k}", gpu, tp, model, limits, engine, source))
     return replicas
 
 
-def parse_replicas(spec: str, *, model: str = DEFAULT_MODEL) -> Cluster:
-    """Parse an inline cluster spec such as ``h100-tp4:4,a100-tp4:4``.
+def parse_replicas(spec: str, *, model: str = DEFAULT_MODEL, engine: str = "", source: str = "auto") -> Cluster:
+    """Parse an inline cluster spec such as ``h100-tp4:4,a100-tp4:4`` or ``llama-3.1-8b@l40s-tp1:4``.
 
-    `model` is served by groups that do not name one.
+    `model` is served by groups that do not name one; `engine` ("vllm==0.24.0") and
+    `source` (one of SOURCES) apply to every group.
     """
     replicas: list[Replica] = []
     counters: dict[str, int] = {}
@@ -231,20 +209,21 @@ def parse_replicas(spec: str, *, model: str = DEFAULT_MODEL) -> Cluster:
     if not spec.strip() or any(not g for g in groups):
         raise ClusterError(f"Replica spec {spec!r} has an empty group; write e.g. {DEFAULT_REPLICAS!r}.")
     for group in groups:
-        match = _GROUP.match(group.lower())
+        match = _GROUP.match(group)
         if not match:
             raise ClusterError(f"Replica group {group!r} is not of the form [MODEL@]GPU-tpN[:COUNT], e.g. 'h100-tp4:4'.")
         count = 1 if match["count"] is None else int(match["count"])
         where = repr(group)
-        replicas += _group(where, match["gpu"], int(match["tp"]), count, match["model"] or model, EngineLimits(), counters)
+        replicas += _group(where, match["gpu"], int(match["tp"]), count, match["model"] or model, EngineLimits(), counters,
+                           engine=engine, source=source)
     return Cluster(tuple(replicas))
 
 
 _LIMIT_FIELDS = {f.name: f.type for f in fields(EngineLimits)}
-_GROUP_KEYS = {"gpu", "tp", "count", "model", "name"} | set(_LIMIT_FIELDS)
+_GROUP_KEYS = {"gpu", "tp", "count", "model", "name", "engine", "source"} | set(_LIMIT_FIELDS)
 
 
-def load_cluster(path: str | Path) -> Cluster:
+def load_cluster(path: str | Path, *, engine: str = "", source: str = "auto") -> Cluster:
     """Read a cluster file: TOML or JSON, one entry per group of identical replicas.
 
     TOML::
@@ -253,9 +232,14 @@ def load_cluster(path: str | Path) -> Cluster:
         gpu = "h100"      # a100, h100, h100-pcap
         tp = 4
         count = 4         # default 1
-        model = "llama2-70b"   # default llama2-70b
+        model = "llama2-70b"   # default llama2-70b; a catalog name or a config.json path
+        engine = "vllm==0.24.0"  # optional; default: the source's own
+        source = "auto"        # auto, measured, kernels, roofline
         max_num_seqs = 64      # optional engine limits, see EngineLimits
+        kv_cache_dtype = "fp8" # optional; default auto (the model's dtype)
         name = "fast"          # optional prefix of the replica names
+
+    `engine` and `source` given here apply to groups that do not name their own.
 
     JSON: ``{"replicas": [{"gpu": "h100", "tp": 4, "count": 4}, ...]}``.
     """
@@ -283,7 +267,10 @@ def load_cluster(path: str | Path) -> Cluster:
         for key in ("gpu", "tp"):
             if key not in group:
                 raise ClusterError(f"{where}: missing field {key!r}.")
-        for key, kind in (("tp", int), ("count", int), *((k, t) for k, t in _LIMIT_FIELDS.items())):
+        for key in ("model", "engine", "source", "kv_cache_dtype", "name"):
+            if key in group and not isinstance(group[key], str):
+                raise ClusterError(f"{where}: {key} must be text, got {group[key]!r}.")
+        for key, kind in (("tp", int), ("count", int), *((k, t) for k, t in _LIMIT_FIELDS.items() if k != "kv_cache_dtype")):
             if key in group:
                 want = int if kind in (int, "int") else float
                 value = group[key]
@@ -299,17 +286,14 @@ def load_cluster(path: str | Path) -> Cluster:
             limits,
             counters,
             prefix=group.get("name"),
+            engine=group.get("engine", engine),
+            source=group.get("source", source),
         )
     return Cluster(tuple(replicas))
 
 
-def resolve_cluster(spec: str) -> Cluster:
+def resolve_cluster(spec: str, *, engine: str = "", source: str = "auto") -> Cluster:
     """A cluster from a file path (``.toml`` or ``.json``) or an inline spec."""
     if spec.endswith((".toml", ".json")) or Path(spec).is_file():
-        return load_cluster(spec)
-    return parse_replicas(spec)
-
-
-def _short_gpu(gpu: str) -> str:
-    """The shortest name users can type for a GPU type (the first alias listed)."""
-    return next(alias for alias, name in GPU_ALIASES.items() if name == gpu)
+        return load_cluster(spec, engine=engine, source=source)
+    return parse_replicas(spec, engine=engine, source=source)

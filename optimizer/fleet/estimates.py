@@ -52,7 +52,8 @@ import pandas as pd
 
 from optimizer.common.errors import OptimizerError
 from optimizer.fleet.cluster import Cluster, Replica
-from optimizer.fleet.profile import Profile, builtin_profiles
+from optimizer.fleet.measurements import builtin_profiles
+from optimizer.fleet.profile import Profile
 
 MS = 1e-3
 

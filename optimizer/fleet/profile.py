@@ -1,71 +1,41 @@
-"""Performance profile of one (model, GPU, tensor-parallel degree) configuration, fitted to measurements.
+"""Performance profile: one replica kind's iteration time, in one closed form whatever its source.
 
-The model (times in ms; every coefficient is >= 0, so more tokens or more sequences never take less time)::
+The model (times in ms; every coefficient is >= 0, so more tokens or more sequences never take
+less time). A prefill part runs T prompt tokens in N chunks whose attention covers S squared
+tokens (a chunk of L tokens after P already prefilled adds (P + L)^2 - P^2); a decode part runs
+one token for each of B sequences holding C tokens of KV cache::
 
-    prefill(L_1..L_B) = a0 + a1*max(T, T_r) + a2*max(0, T - T_k) + a3*sum(L_i^2) + a4*B    T = sum(L_i)
-    decode(B, C)      = d0 + d1*B + d2*C + d3*B^2          C = KV-cache tokens of the B sequences
+    prefill(T, S, N) = a0 + a1 max(T, T_r) + a2 max(0, T - T_k) + a3 S + a4 N
+    decode(B, C)     = d0 + d1 B + d2 C + d3 B^2
+    mixed            = prefill(T + B, S, N) + decode(B, C) - min(d0, a0 + a1 T_r)   (T > 0 and B > 0)
 
-Prefill: a0 fixed overhead; a1 per token of the weight GEMMs, which stay memory-bound (flat) below
-the roofline ridge T_r (searched in 128..512 tokens; peak FLOP/s over memory bandwidth is ~150 tokens
-on A100 and ~300 on H100, and the fits land at 150-240 and 240-512); a3 attention, quadratic in each
-prompt; a4 per prompt (llama2-70b on A100: a batch of prompts is 7-34% slower than one prompt of the
-same total; elsewhere a4 ~ 0). a2: in every configuration the cost per token jumps between 2048 and
-4096 tokens per iteration (cause unknown), so T_k = 2048.
-Decode: d0 reads the weights once per iteration, d1 per sequence, d2 reads the KV cache (context
-128 -> 8192 at batch 1 adds 2-9%); d3 because every configuration slows more than linearly from
-batch 32 to 64 (h100 TP4: 29.6 ms at batch 1, 36.9 at 32, 52.0 at 64).
+Prefill: a0 fixed overhead; a1 per token of the weight GEMMs, memory-bound (flat) below the
+roofline ridge T_r and compute-bound above it; a2 extra per token above T_k (kernel and
+tiling changes, fitted); a3 attention, quadratic in each prompt; a4 per chunk.
+Decode: d0 reads the weights once per iteration, d1 per sequence, d2 reads the KV cache,
+d3 the super-linear growth of large batches.
 
-Reading the measurements (Splitwise's perf_model.csv):
-- A row's token_time averages the decode iterations of one run, whose context grows from
-  prompt_size to prompt_size + token_size: it is decode(batch_size, batch_size*(prompt_size +
-  token_size/2)). That holds up to token_size 256, where e2e_time = prompt_time +
-  (token_size-1)*token_time; longer runs stopped early (after ~360..1700 tokens), so their context
-  is unknown and they are not used for decode. The fits never use e2e_time.
-- A bigger batch of the same prompts that prefills faster than a smaller one did not run as one
-  batch (TP 2, batch 64: e2e_time implies ~2000 decode iterations for 128 tokens, so the batch ran
-  in waves, presumably for lack of KV cache); such rows are dropped.
-- h100-80gb-pcap rows are h100-80gb rows with prompt_time x 1.3 (the rest copied): scaled profiles.
-- Repeats of a point count as their median; the fits minimise the squared relative error over the
-  points by non-negative least squares, with T_r on a grid.
+A mixed iteration (Sarathi, Orca: prefill chunks and decodes in one step) reads the weights
+once: its linear layers run over the T prefill tokens and the B decode tokens together, and
+each part keeps its own attention (as the kernel-composed source times it). So the decode
+tokens join the prefill pass, and the fixed cost both parts would pay alone, the weight read
+min(d0, a0 + a1 T_r), is paid once. The mixed time is at least each part's alone (prefill(T + B)
+>= prefill(T), and a0 + a1 T_r >= the subtracted amount), which the bounds rely on.
 
-Held out (fit on batch 1,2,8,32,64 x prompt 128,512,2048,8192), decode is within 3.1% MAPE in every
-configuration but prefill only within 2-8%: some points (batch 16 of 512-token prompts on A100,
-bimodal repeats at batch 4) sit 15-25% off the trend of their neighbours, which no smooth form
-predicts; 7 of 12 configurations miss the 5% target.
+Sources (`optimizer.fleet.sources`): measured iterations (`optimizer.fleet.measurements`), NVIDIA's
+kernel tables (`optimizer.fleet.kernels`), a roofline (`optimizer.fleet.roofline`), each optionally
+calibrated to a user's stack (`optimizer.fleet.calibration`); `source` says which.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 
 from optimizer.common.errors import ProfileError
-
-#: Columns a measurement file must have, by type of value; other columns (power, e2e_time) are ignored.
-TEXT_COLUMNS = ("model", "hardware")
-SIZE_COLUMNS = ("tensor_parallel", "prompt_size", "batch_size", "token_size")
-TIME_COLUMNS = ("prompt_time", "token_time")
-REQUIRED_COLUMNS = TEXT_COLUMNS + SIZE_COLUMNS + TIME_COLUMNS
-
-#: Prefill tokens per iteration above which each token costs more (see the module docstring).
-KINK_TOKENS = 2048
-#: Candidate roofline ridges T_r, in tokens.
-RIDGE_GRID_TOKENS = tuple(float(t) for t in np.geomspace(128, 512, 25))
-#: Longest decode run (token_size) whose context is known.
-MAX_DECODE_TOKENS = 256
-#: Distinct points needed: one more than the coefficients of each fit.
-MIN_PREFILL_POINTS = 6
-MIN_DECODE_POINTS = 5
-
-_BUILTIN = ("data", "splitwise_perf_model.csv")
-_CONFIG = ("model", "hardware", "tensor_parallel")
+from optimizer.fleet.fit import decode_features, prefill_features
 
 
 @dataclass(frozen=True)
@@ -86,6 +56,16 @@ class Profile:
     decode_ms_per_seq: float  # d1
     decode_ms_per_context_token: float  # d2
     decode_ms_per_seq_sq: float  # d3
+    #: Where the times come from, e.g. "measured: Splitwise (vLLM, 2023)" or "kernels: ...".
+    source: str = "measured: Splitwise perf_model.csv (vLLM, 2023)"
+    #: Fit error against its source, in percent (MAPE on held-out points; NaN when unknown).
+    prefill_error_pct: float = float("nan")
+    decode_error_pct: float = float("nan")
+
+    @property
+    def weight_read_ms(self) -> float:
+        """The fixed cost a mixed iteration pays once instead of twice: min(d0, a0 + a1 T_r)."""
+        return min(self.decode_base_ms, self.prefill_base_ms + self.prefill_ms_per_token * self.prefill_ridge_tokens)
 
     def prefill_time_ms(self, prompt_tokens) -> float | np.ndarray:
         """Time of a prefill iteration running ONE prompt of this many tokens (vectorised over numpy arrays)."""
@@ -104,10 +84,23 @@ class Profile:
         context = _non_negative(context_tokens, "context_tokens")
         return _scalar_or_array(self._decode_ms(batch, context))
 
+    def iteration_ms(self, tokens: float, attention_tokens_sq: float, chunks: int, batch_size: int, context_tokens: float) -> float:
+        """One iteration of `tokens` prefill tokens in `chunks` chunks (attention `attention_tokens_sq`)
+        and `batch_size` decodes holding `context_tokens`: the module docstring's mixed form (scalar,
+        for the simulator's inner loop)."""
+        if tokens <= 0:
+            return self.decode_iteration_ms(batch_size, context_tokens)
+        if batch_size <= 0:
+            return self.prefill_iteration_ms(tokens, attention_tokens_sq, chunks)
+        return (
+            self.prefill_iteration_ms(tokens + batch_size, attention_tokens_sq, chunks)
+            + self.decode_iteration_ms(batch_size, context_tokens)
+            - self.weight_read_ms
+        )
+
     def prefill_iteration_ms(self, tokens: float, attention_tokens_sq: float, prompts: int) -> float:
         """One prefill iteration of `tokens` prompt tokens from `prompts` prompts whose
-        attention costs `attention_tokens_sq` squared tokens (scalar form of the model,
-        for the simulator's inner loop)."""
+        attention costs `attention_tokens_sq` squared tokens (scalar form of the model)."""
         if tokens <= 0:
             return 0.0
         return (
@@ -129,8 +122,28 @@ class Profile:
             + self.decode_ms_per_seq_sq * batch_size**2
         )
 
+    def corrected(self, prefill_scale: float, prefill_overhead_ms: float, decode_scale: float, decode_overhead_ms: float, source: str) -> Profile:
+        """This profile with every prefill time x prefill_scale + prefill_overhead_ms and every
+        decode time x decode_scale + decode_overhead_ms (a calibration to another stack)."""
+        p, d = prefill_scale, decode_scale
+        return replace(
+            self,
+            prefill_base_ms=p * self.prefill_base_ms + prefill_overhead_ms,
+            prefill_ms_per_token=p * self.prefill_ms_per_token,
+            prefill_ms_per_token_above_kink=p * self.prefill_ms_per_token_above_kink,
+            prefill_attention_ms_per_token_sq=p * self.prefill_attention_ms_per_token_sq,
+            prefill_ms_per_prompt=p * self.prefill_ms_per_prompt,
+            decode_base_ms=d * self.decode_base_ms + decode_overhead_ms,
+            decode_ms_per_seq=d * self.decode_ms_per_seq,
+            decode_ms_per_context_token=d * self.decode_ms_per_context_token,
+            decode_ms_per_seq_sq=d * self.decode_ms_per_seq_sq,
+            source=source,
+            prefill_error_pct=float("nan"),
+            decode_error_pct=float("nan"),
+        )
+
     def _prefill_ms(self, tokens, squares, prompts) -> np.ndarray:
-        features = _prefill_features(tokens, squares, prompts, self.prefill_ridge_tokens, self.prefill_kink_tokens)
+        features = prefill_features(tokens, squares, prompts, self.prefill_ridge_tokens, self.prefill_kink_tokens)
         coefficients = [
             self.prefill_base_ms,
             self.prefill_ms_per_token,
@@ -142,244 +155,9 @@ class Profile:
         return np.where(np.asarray(tokens) > 0, features @ coefficients, 0.0)
 
     def _decode_ms(self, batch, context) -> np.ndarray:
-        features = _decode_features(batch, context)
+        features = decode_features(batch, context)
         coefficients = [self.decode_base_ms, self.decode_ms_per_seq, self.decode_ms_per_context_token, self.decode_ms_per_seq_sq]
         return np.where(np.asarray(batch) > 0, features @ coefficients, 0.0)
-
-
-def read_measurements(path) -> pd.DataFrame:
-    """Read a measurement CSV (Splitwise's perf_model.csv columns), checking every value the fits use.
-
-    Returns the columns of `REQUIRED_COLUMNS` indexed by the 1-based line of each row in the file
-    (the header is line 1), with the path in ``attrs["path"]`` so that later errors can point at
-    the file. Raises ProfileError naming the file, line and column of the first bad value.
-    """
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as file:
-            reader = csv.reader(file)
-            header = next(reader, None)
-            records = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ProfileError(f"cannot be read as CSV ({exc}).", path=path) from None
-    if header is None:
-        raise ProfileError("is empty; it needs a header line and measurements.", path=path)
-    header = [name.strip() for name in header]
-    for column in REQUIRED_COLUMNS:
-        if column not in header:
-            raise ProfileError(f"column is missing; the header must name {', '.join(REQUIRED_COLUMNS)}.", path=path, line=1, field=column)
-    if not records:
-        raise ProfileError("has no measurements after the header.", path=path, line=1)
-    position = {column: header.index(column) for column in REQUIRED_COLUMNS}
-    values: dict[str, list] = {column: [] for column in REQUIRED_COLUMNS}
-    for line, row in records:
-        if len(row) != len(header):
-            raise ProfileError(f"has {len(row)} fields but the header has {len(header)}.", path=path, line=line)
-        for column in REQUIRED_COLUMNS:
-            values[column].append(_parse(row[position[column]].strip(), column, path, line))
-    table = pd.DataFrame(values, index=pd.Index([line for line, _ in records], name="line"))
-    table = table.astype({**{c: "int64" for c in SIZE_COLUMNS}, **{c: "float64" for c in TIME_COLUMNS}})
-    table.attrs["path"] = str(path)
-    return table
-
-
-def fit_profile(measurements: pd.DataFrame, model: str, gpu: str, tp: int) -> Profile:
-    """Fit the profile of one configuration to the measurements of `read_measurements`."""
-    path = measurements.attrs.get("path")
-    missing = [column for column in REQUIRED_COLUMNS if column not in measurements.columns]
-    if missing:
-        raise ProfileError(f"measurements lack the columns {', '.join(missing)}.", path=path)
-    rows = _rows_of(measurements, model, gpu, tp)
-    name = f"{model} on {gpu} at TP {tp}"
-    if rows.empty:
-        raise ProfileError(f"there are no measurements of {name}.", path=path)
-    rows = _whole_batches(rows)
-    first_line = int(rows.index.min()) if path is not None else None
-
-    prefill = rows.groupby(["prompt_size", "batch_size"])["prompt_time"].median().reset_index()
-    if len(prefill) < MIN_PREFILL_POINTS:
-        raise ProfileError(
-            f"{name} has {len(prefill)} distinct (prompt_size, batch_size) points; "
-            f"at least {MIN_PREFILL_POINTS} are needed to fit prefill.",
-            path=path, line=first_line, field="prompt_size, batch_size",
-        )
-    known = rows[rows["token_size"] <= MAX_DECODE_TOKENS]
-    decode = known.groupby(["prompt_size", "batch_size", "token_size"])["token_time"].median().reset_index()
-    if len(decode) < MIN_DECODE_POINTS:
-        raise ProfileError(
-            f"{name} has {len(decode)} distinct (prompt_size, batch_size, token_size <= {MAX_DECODE_TOKENS}) points; "
-            f"at least {MIN_DECODE_POINTS} are needed to fit decode.",
-            path=path, line=first_line, field="prompt_size, batch_size, token_size",
-        )
-
-    length = prefill["prompt_size"].to_numpy(float)
-    batch = prefill["batch_size"].to_numpy(float)
-    ridge, a = _fit_prefill(length * batch, batch * length**2, batch, prefill["prompt_time"].to_numpy(float))
-    batch = decode["batch_size"].to_numpy(float)
-    context = batch * (decode["prompt_size"].to_numpy(float) + decode["token_size"].to_numpy(float) / 2)
-    y = decode["token_time"].to_numpy(float)
-    d = _nnls(_decode_features(batch, context) / y[:, None], np.ones_like(y))
-    return Profile(
-        model=str(model),
-        gpu=str(gpu),
-        tp=int(tp),
-        prefill_base_ms=float(a[0]),
-        prefill_ridge_tokens=float(ridge),
-        prefill_ms_per_token=float(a[1]),
-        prefill_kink_tokens=float(KINK_TOKENS),
-        prefill_ms_per_token_above_kink=float(a[2]),
-        prefill_attention_ms_per_token_sq=float(a[3]),
-        prefill_ms_per_prompt=float(a[4]),
-        decode_base_ms=float(d[0]),
-        decode_ms_per_seq=float(d[1]),
-        decode_ms_per_context_token=float(d[2]),
-        decode_ms_per_seq_sq=float(d[3]),
-    )
-
-
-def fit_profiles(measurements: pd.DataFrame) -> dict[tuple[str, str, int], Profile]:
-    """Fit every configuration in the measurements, keyed by (model, gpu, tp)."""
-    return {key: fit_profile(measurements, *key) for key in _configurations(measurements)}
-
-
-def builtin_profiles() -> dict[tuple[str, str, int], Profile]:
-    """Profiles of every configuration of the bundled Splitwise measurements (see data/README.md)."""
-    return dict(_builtin_profiles())
-
-
-def holdout_error(
-    measurements: pd.DataFrame,
-    train_batch_sizes=(1, 2, 8, 32, 64),
-    train_prompt_sizes=(128, 512, 2048, 8192),
-) -> pd.DataFrame:
-    """Fit each configuration on the rows with a train batch size and a train prompt size, and give
-    the mean absolute percentage error on all other rows (decode: those whose context is known).
-    Rows that did not run as one batch are left out of both sides."""
-    results = []
-    for model, gpu, tp in _configurations(measurements):
-        rows = _whole_batches(_rows_of(measurements, model, gpu, tp))
-        is_train = rows["batch_size"].isin(train_batch_sizes) & rows["prompt_size"].isin(train_prompt_sizes)
-        train, test = rows[is_train], rows[~is_train]
-        profile = fit_profile(train, model, gpu, tp)
-        length = test["prompt_size"].to_numpy(float)
-        batch = test["batch_size"].to_numpy(float)
-        prefill = profile._prefill_ms(length * batch, batch * length**2, batch)
-        known = (test["token_size"] <= MAX_DECODE_TOKENS).to_numpy()
-        context = batch * (length + test["token_size"].to_numpy(float) / 2)
-        decode = profile._decode_ms(batch[known], context[known])
-        results.append({
-            "model": model,
-            "gpu": gpu,
-            "tp": tp,
-            "prefill_mape_pct": _mape_pct(prefill, test["prompt_time"].to_numpy(float)),
-            "decode_mape_pct": _mape_pct(decode, test["token_time"].to_numpy(float)[known]),
-            "num_train": len(train),
-            "num_test": len(test),
-        })
-    columns = ["model", "gpu", "tp", "prefill_mape_pct", "decode_mape_pct", "num_train", "num_test"]
-    return pd.DataFrame(results, columns=columns)
-
-
-# Fitting
-
-
-@functools.cache
-def _builtin_profiles() -> tuple[tuple[tuple[str, str, int], Profile], ...]:
-    # Cached as a tuple so that no caller can change what the next one gets.
-    with resources.as_file(resources.files("optimizer.fleet").joinpath(*_BUILTIN)) as path:
-        return tuple(fit_profiles(read_measurements(path)).items())
-
-
-def _configurations(measurements: pd.DataFrame) -> list[tuple[str, str, int]]:
-    keys = measurements[list(_CONFIG)].drop_duplicates().sort_values(list(_CONFIG))
-    return [(str(m), str(g), int(t)) for m, g, t in keys.itertuples(index=False)]
-
-
-def _rows_of(measurements: pd.DataFrame, model: str, gpu: str, tp: int) -> pd.DataFrame:
-    return measurements[
-        (measurements["model"] == model) & (measurements["hardware"] == gpu) & (measurements["tensor_parallel"] == tp)
-    ]
-
-
-def _whole_batches(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows minus those whose prefill beat a smaller batch of the same prompts (see module docstring)."""
-    keys = ["prompt_size", "token_size", "batch_size"]
-    median = rows.groupby(keys)["prompt_time"].median()  # sorted by batch size within each group
-    smaller_best = median.groupby(level=[0, 1]).cummax().groupby(level=[0, 1]).shift(1)
-    split = median.index[median < smaller_best]
-    return rows[~pd.MultiIndex.from_frame(rows[keys]).isin(split)]
-
-
-def _prefill_features(tokens, squares, prompts, ridge: float, kink: float) -> np.ndarray:
-    tokens = np.asarray(tokens, dtype=float)
-    columns = [np.ones_like(tokens), np.maximum(tokens, ridge), np.maximum(tokens - kink, 0.0), squares, prompts]
-    return np.stack(np.broadcast_arrays(*columns), axis=-1)
-
-
-def _decode_features(batch, context) -> np.ndarray:
-    batch = np.asarray(batch, dtype=float)
-    return np.stack(np.broadcast_arrays(np.ones_like(batch), batch, context, batch**2), axis=-1)
-
-
-def _fit_prefill(tokens, squares, prompts, y) -> tuple[float, np.ndarray]:
-    """Best ridge of the grid and the coefficients a0..a4 at it (least squared relative error)."""
-    best = None
-    for ridge in RIDGE_GRID_TOKENS:
-        a = _prefill_features(tokens, squares, prompts, ridge, KINK_TOKENS) / y[:, None]
-        coefficients = _nnls(a, np.ones_like(y))
-        error = float(np.sum((a @ coefficients - 1.0) ** 2))
-        if best is None or error < best[0]:
-            best = (error, ridge, coefficients)
-    return best[1], best[2]
-
-
-def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """min ||a x - b|| subject to x >= 0, by the Lawson-Hanson active-set method."""
-    # Unit-norm columns make the tolerances meaningful whatever the units of the features.
-    scale = np.linalg.norm(a, axis=0)
-    scale[scale == 0] = 1.0
-    a = a / scale
-    n = a.shape[1]
-    x = np.zeros(n)
-    passive = np.zeros(n, dtype=bool)
-    tol = 1e-12 * max(1.0, float(np.abs(a).max()) * max(1.0, float(np.abs(b).max())))
-    for _ in range(3 * n + 10):
-        gradient = a.T @ (b - a @ x)
-        free = ~passive & (gradient > tol)
-        if not free.any():
-            break
-        passive[np.argmax(np.where(free, gradient, -np.inf))] = True
-        while True:
-            z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
-            if np.all(z[passive] > tol):
-                x = z
-                break
-            blocking = passive & (z <= tol)
-            step = x[blocking] - z[blocking]
-            alpha = np.min(np.divide(x[blocking], step, out=np.zeros_like(step), where=step > 0))
-            x = x + alpha * (z - x)
-            passive &= x > tol
-            x[~passive] = 0.0
-    return x / scale
-
-
-# Small helpers
-
-
-def _parse(text: str, column: str, path: Path, line: int):
-    if column in TEXT_COLUMNS:
-        if not text:
-            raise ProfileError("is empty.", path=path, line=line, field=column)
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise ProfileError(f"is not a number: {text!r}.", path=path, line=line, field=column) from None
-    what = "a positive whole number" if column in SIZE_COLUMNS else "a positive number of milliseconds"
-    if not np.isfinite(value) or value <= 0 or (column in SIZE_COLUMNS and not value.is_integer()):
-        raise ProfileError(f"must be {what}, not {text!r}.", path=path, line=line, field=column)
-    return int(value) if column in SIZE_COLUMNS else value
 
 
 def _non_negative(values, name: str) -> np.ndarray:
@@ -391,7 +169,3 @@ def _non_negative(values, name: str) -> np.ndarray:
 
 def _scalar_or_array(values: np.ndarray) -> float | np.ndarray:
     return float(values) if np.ndim(values) == 0 else values
-
-
-def _mape_pct(predicted: np.ndarray, measured: np.ndarray) -> float:
-    return float(np.mean(np.abs(predicted / measured - 1.0)) * 100) if len(measured) else float("nan")
