@@ -1,46 +1,45 @@
 """Per-request time and memory estimates on each replica kind, from the performance profiles.
 
-Notation for request j (prompt p, output o tokens) on replica kind k, with the profile's
-decode iteration time decode(B, C) = d0 + d1 B + d2 C + d3 B^2 for B running sequences
-holding C tokens of KV cache, and prefill(p) its prefill time alone:
+Notation for request j (prompt p, output o tokens) on replica kind k, with the profile's forms
+(`optimizer.fleet.profile`) and the token costs of `optimizer.fleet.token_costs` (fix(B) is a
+decode step of B sequences without its context term d2 C):
 
 - The first output token comes from the prefill pass; the other o - 1 each take one decode
   iteration, with the sequence's context growing from p + 1 to p + o - 1 tokens.
-- Per-sequence share of an iteration at batch B: s(B) = (d0 + d1 B + d3 B^2) / B, plus d2
-  per token of the sequence's own context. The fixed part is shared equally, the context
-  part is each sequence's own: summing the shares of a batch gives decode(B, C) exactly.
+- Per-sequence share of an iteration at batch B: s(B) = fix(B) / B, plus d2 per token of the
+  sequence's own context. Summing the shares of a batch gives decode(B, C) exactly.
 - Best sustainable batch B*_k = min(max_num_seqs, floor(kv_capacity / c_bar),
-  argmin_B s(B) = sqrt(d0 / d3), concurrency), where concurrency is how many requests a
-  replica holds at once on average (n / m for an offline batch; with arrivals, arrival
-  rate per replica x latency, by Little's law), and c_bar = sum_j (o_j - 1)(p_j + o_j / 2) / sum_j (o_j - 1)
+  argmin_B s(B), concurrency), where concurrency is how many requests a replica holds at
+  once on average (n / m for an offline batch; with arrivals, arrival rate per replica x
+  latency, by Little's law), and c_bar = sum_j (o_j - 1)(p_j + o_j / 2) / sum_j (o_j - 1)
   is the context of a decoding sequence averaged over decode steps, for the trace at hand.
-- Prefill work per prompt token, c_tok = min over iteration sizes T <= max_num_batched_tokens
-  of (a0 + a1 max(T, T_r) + a2 max(0, T - T_k)) / T: prompts are chunked into iterations of
-  the cheapest size, sharing the fixed overhead. A prompt also costs a4 and its attention
-  a3 p^2 (a0..a4, T_r, T_k as in `optimizer.fleet.profile`).
-- work_jk = a4 + c_tok p + a3 p^2 + (o - 1) s(B*) + d2 ((o - 1) p + (o - 1) o / 2): the
+- Prefill work per prompt token c_plan: prompts are chunked and, where there are decodes
+  to ride on, ride on decode steps of B* sequences, each chunk costing its marginal time
+  (engines that mix, as the default Sarathi policy does; `token_costs.planning_chunk_price_ms`).
+  A prompt also costs a4 and its attention a3 p^2.
+- work_jk = a4 + c_plan p + a3 p^2 + (o - 1) s(B*) + d2 ((o - 1) p + (o - 1) o / 2): the
   replica time the request takes when the replica runs full batches (what planners balance).
 - latency_jk = prefill(p) + (o - 1) * decode(B*, B* c_bar): the time it holds a batch slot
   (its first token comes from the prefill pass, each other token takes one full iteration).
 - kv_tokens_jk = p + o rounded up to whole blocks: its KV-cache footprint when it finishes.
-- drain_k = o_bar x (d0 / 2 - d3 B*^2 / 6): when a replica's queue empties, its batch
-  shrinks from B* to 0 over about o_bar (mean decode steps) iterations, and each of them
-  costs d0 + d1 B + d3 B^2 where the work shares charge B s(B*); integrating the
-  difference over a linearly shrinking batch gives this extra time.
+- drain_k = o_bar x mean_{b <= B*} (fix(b) - b s(B*)): when a replica's queue empties, its
+  batch shrinks from B* to 0 over about o_bar (mean decode steps) iterations, each costing
+  more than the shares charge.
 
 Lower-bound counterparts, valid for any schedule under this model (all coefficients are
 non-negative, so dropping terms only lowers a time):
 
-- min_work_jk = work_jk with s(B*) replaced by min_{1<=B<=max_num_seqs} s(B): no batch the
-  engine can run shares an iteration's fixed cost more thinly. (No prefill of a prompt can
-  cost less than its chunked form either, since c_tok is the least cost per token.)
-- min_latency_jk = (a4 + c_tok p + a3 p^2) + (o - 1) * decode(1, .) summed over the growing
-  context: no prefill is cheaper than its best chunking, no iteration faster than a batch of
-  one.
+- min_work_jk = a4 + alpha p + a3 p^2 + beta (o - 1) + d2 (own context), with (alpha, beta)
+  the lower-bound prices of `optimizer.fleet.token_costs` for the trace's mix of prompt
+  tokens and decode steps: every iteration costs at least alpha x its prefill tokens + beta x
+  its decodes + its attention, chunk and context terms.
+- min_latency_jk = (a4 + alpha_max p + a3 p^2) + (o - 1) fix(1) + d2 (own context): no
+  chunk is cheaper per token than alpha_max (the least lin(x) / x), no iteration that
+  carries a decode is faster than a decode of one (a mixed one costs at least its decode part).
 
-Assumptions: one iteration's time is its prefill part plus its decode part (the
-simulator's iteration model), output lengths are the real ones where known and the
-predicted ones otherwise, and a request runs on one replica from start to end.
+Assumptions: an iteration's time is the profile's mixed form (the simulator's model),
+output lengths are the real ones where known and the predicted ones otherwise, and a
+request runs on one replica from start to end.
 """
 
 from __future__ import annotations
@@ -51,9 +50,10 @@ import numpy as np
 import pandas as pd
 
 from optimizer.common.errors import OptimizerError
+from optimizer.fleet import token_costs
 from optimizer.fleet.cluster import Cluster, Replica
-from optimizer.fleet.measurements import builtin_profiles
 from optimizer.fleet.profile import Profile
+from optimizer.fleet.sources import profile_for
 
 MS = 1e-3
 
@@ -121,19 +121,6 @@ def _lengths(requests: pd.DataFrame, output: pd.Series) -> np.ndarray:
     return output.to_numpy(dtype=np.int64)
 
 
-def profile_for(replica: Replica, profiles: dict[tuple[str, str, int], Profile] | None = None) -> Profile:
-    """The performance profile of a replica's (model, GPU, TP), or a clear error."""
-    profiles = builtin_profiles() if profiles is None else profiles
-    key = (replica.model, replica.gpu, replica.tp)
-    if key not in profiles:
-        known = ", ".join(f"{m}@{g}-tp{t}" for m, g, t in sorted(profiles))
-        raise OptimizerError(
-            f"No performance profile for {replica.model} on {replica.gpu} at TP {replica.tp} (replica {replica.name!r}); "
-            f"profiles exist for {known}. Fit one from measurements with `python cli.py profile fit FILE`."
-        )
-    return profiles[key]
-
-
 def estimate(
     requests: pd.DataFrame,
     cluster: Cluster,
@@ -163,6 +150,8 @@ def estimate(
     # d2 times the context summed over a request's decode steps (p + 1 .. p + o - 1).
     own_context_ms = lambda d2: d2 * (steps * prompt + steps * output / 2)  # noqa: E731
 
+    # The longest prefill an unchunked policy may run at once: max_num_seqs of the longest prompts.
+    longest_prefill = int(np.sort(prompt)[::-1][: max(r.limits.max_num_seqs for r in first_of_kind)].sum()) if n else 0
     shape = (n, num_kinds)
     prefill, work, latency, min_work, min_latency = (np.empty(shape) for _ in range(5))
     kv_tokens = np.empty(shape, dtype=np.int64)
@@ -173,37 +162,33 @@ def estimate(
     for k, replica in enumerate(first_of_kind):
         profile = profile_for(replica, profiles)
         limits = replica.limits
-        d0, d1, d2, d3 = (profile.decode_base_ms, profile.decode_ms_per_seq, profile.decode_ms_per_context_token, profile.decode_ms_per_seq_sq)
+        d2 = profile.decode_ms_per_context_token
         capacity = replica.kv_capacity_tokens
-        candidates = [limits.max_num_seqs, max(1, capacity // max(int(mean_context), 1))]
-        if d3 > 0:
-            candidates.append(max(1, int(round(np.sqrt(d0 / d3)))))
-        best = int(min(candidates))
+        batches = np.arange(1, limits.max_num_seqs + 1)
+        shares_ms = np.asarray(profile.decode_fixed_ms(batches.astype(float))) / batches
+        best = int(min(limits.max_num_seqs, max(1, capacity // max(int(mean_context), 1)), int(batches[np.argmin(shares_ms)])))
         prefill_ms = profile.prefill_time_ms(prompt)
         # A replica cannot batch more requests than it has at a time.
         best = min(best, _concurrency(arrival, prefill_ms, steps, profile, best, num_replicas))
         batch_size[k] = best
-        # Draining: the batch shrinks from B* to 0 over the last requests' decode steps, and
-        # small batches share the fixed cost less (see the module docstring).
-        drain[k] = max(float(np.mean(steps)) * (d0 / 2 - d3 * best**2 / 6), 0.0) * MS if best > 1 else 0.0
-        share_ms = (d0 + d1 * best + d3 * best**2) / best
+        # Draining: the batch shrinks from B* to 0 over the last requests' decode steps.
+        drain[k] = float(np.mean(steps)) * token_costs.drain_ms_per_step(profile, best) * MS
+        share_ms = float(shares_ms[best - 1])
         decode_share[k], context_per_token[k] = share_ms * MS, d2 * MS
-        batches = np.arange(1, limits.max_num_seqs + 1)
-        min_share_ms = float(np.min((d0 + d1 * batches + d3 * batches**2) / batches))
         full_iteration_ms = profile.decode_time_ms(best, best * mean_context)
-        # Prefill work when prompts are chunked into iterations of the cheapest size.
-        chunked_prefill_ms = (
-            profile.prefill_ms_per_prompt
-            + prefill_ms_per_token(profile, limits.max_num_batched_tokens) * prompt
-            + profile.prefill_attention_ms_per_token_sq * prompt**2
-        )
+        budget = limits.max_num_batched_tokens
+        own_prefill_ms = profile.prefill_ms_per_prompt + profile.prefill_attention_ms_per_token_sq * prompt**2
+        chunk = best_chunk_tokens(profile, budget)
+        riding_ms = token_costs.planning_chunk_price_ms(profile, chunk, best, float(prompt.sum()), float(steps.sum()))
+        alpha, beta = token_costs.lower_bound_prices(profile, budget, limits.max_num_seqs, longest_prefill,
+                                                     float(prompt.sum()), float(steps.sum()))
+        alpha_max = token_costs.lower_bound_prices(profile, budget, limits.max_num_seqs, longest_prefill, 1.0, 0.0)[0]
 
-        prefill[:, k] = chunked_prefill_ms * MS
-        work[:, k] = (chunked_prefill_ms + steps * share_ms + own_context_ms(d2)) * MS
+        prefill[:, k] = (own_prefill_ms + riding_ms * prompt) * MS
+        work[:, k] = (own_prefill_ms + riding_ms * prompt + steps * share_ms + own_context_ms(d2)) * MS
         latency[:, k] = (prefill_ms + steps * full_iteration_ms) * MS
-        min_work[:, k] = (chunked_prefill_ms + steps * min_share_ms + own_context_ms(d2)) * MS
-        # Decoding alone: o - 1 iterations of decode(1, p + i) for i = 1 .. o - 1.
-        min_latency[:, k] = (chunked_prefill_ms + steps * (d0 + d1 + d3) + own_context_ms(d2)) * MS
+        min_work[:, k] = (own_prefill_ms + alpha * prompt + steps * beta + own_context_ms(d2)) * MS
+        min_latency[:, k] = (own_prefill_ms + alpha_max * prompt + steps * float(profile.decode_fixed_ms(1.0)) + own_context_ms(d2)) * MS
         block = limits.block_size_tokens
         kv_tokens[:, k] = (np.ceil((prompt + output) / block) * block).astype(np.int64)
         eligible[:, k] = ((models == "") | (models == replica.model)) & (kv_tokens[:, k] <= capacity)
@@ -243,22 +228,11 @@ def _concurrency(arrival_s: np.ndarray, prefill_ms: np.ndarray, steps: np.ndarra
 def best_chunk_tokens(profile: Profile, budget_tokens: int) -> int:
     """Prefill tokens per iteration that cost least per token, at most the budget.
 
-    The per-token cost (a0 + a1 max(T, T_r) + a2 max(0, T - T_k)) / T falls with T up to the
-    kink T_k and is monotone beyond it, so the least is at min(T_k, budget) or at the budget.
+    The per-token cost lin(T) / T falls with T up to the kink T_k and is monotone beyond it,
+    so the least is at min(T_k, budget) or at the budget.
     """
     sizes = sorted({int(min(profile.prefill_kink_tokens, budget_tokens)), int(budget_tokens)})
-    return min(sizes, key=lambda size: (_prefill_cost_ms(profile, size) / size, size))
-
-
-def prefill_ms_per_token(profile: Profile, budget_tokens: int) -> float:
-    """Least prefill time per prompt token: at the best chunk size (see `best_chunk_tokens`)."""
-    size = best_chunk_tokens(profile, budget_tokens)
-    return _prefill_cost_ms(profile, size) / size
-
-
-def _prefill_cost_ms(profile: Profile, tokens: float) -> float:
-    """Prefill iteration time without the per-prompt and attention terms."""
-    return profile.prefill_iteration_ms(tokens, 0.0, 0)
+    return min(sizes, key=lambda size: (float(token_costs.weight_pass_ms(profile, size)) / size, size))
 
 
 def _check_every_request_fits(

@@ -23,10 +23,11 @@ def prefill_features(tokens, squares, prompts, ridge: float, kink: float) -> np.
     return np.stack(np.broadcast_arrays(*columns), axis=-1)
 
 
-def decode_features(batch, context) -> np.ndarray:
-    """Columns 1, B, C, B^2 of the decode form."""
+def decode_features(batch, context, expert_share: float = 0.0) -> np.ndarray:
+    """Columns 1, B, C, B^2, 1 - (1 - f)^B of the decode form."""
     batch = np.asarray(batch, dtype=float)
-    return np.stack(np.broadcast_arrays(np.ones_like(batch), batch, context, batch**2), axis=-1)
+    experts = 1.0 - (1.0 - expert_share) ** batch if expert_share else np.zeros_like(batch)
+    return np.stack(np.broadcast_arrays(np.ones_like(batch), batch, context, batch**2, experts), axis=-1)
 
 
 def fit_prefill(tokens, squares, prompts, y, kinks=(2048.0,), ridges=RIDGE_GRID_TOKENS) -> tuple[float, float, np.ndarray]:
@@ -43,10 +44,10 @@ def fit_prefill(tokens, squares, prompts, y, kinks=(2048.0,), ridges=RIDGE_GRID_
     return best[1], best[2], best[3]
 
 
-def fit_decode(batch, context, y) -> np.ndarray:
-    """Coefficients d0..d3 (least squared relative error)."""
+def fit_decode(batch, context, y, expert_share: float = 0.0) -> np.ndarray:
+    """Coefficients d0..d4 (least squared relative error); d4 = 0 without experts."""
     y = np.asarray(y, dtype=float)
-    return nnls(decode_features(batch, context) / y[:, None], np.ones_like(y))
+    return nnls(decode_features(batch, context, expert_share) / y[:, None], np.ones_like(y))
 
 
 def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:

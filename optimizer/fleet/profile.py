@@ -6,14 +6,16 @@ tokens (a chunk of L tokens after P already prefilled adds (P + L)^2 - P^2); a d
 one token for each of B sequences holding C tokens of KV cache::
 
     prefill(T, S, N) = a0 + a1 max(T, T_r) + a2 max(0, T - T_k) + a3 S + a4 N
-    decode(B, C)     = d0 + d1 B + d2 C + d3 B^2
+    decode(B, C)     = d0 + d1 B + d2 C + d3 B^2 + d4 (1 - (1 - f)^B)
     mixed            = prefill(T + B, S, N) + decode(B, C) - min(d0, a0 + a1 T_r)   (T > 0 and B > 0)
 
 Prefill: a0 fixed overhead; a1 per token of the weight GEMMs, memory-bound (flat) below the
 roofline ridge T_r and compute-bound above it; a2 extra per token above T_k (kernel and
 tiling changes, fitted); a3 attention, quadratic in each prompt; a4 per chunk.
 Decode: d0 reads the weights once per iteration, d1 per sequence, d2 reads the KV cache,
-d3 the super-linear growth of large batches.
+d3 the super-linear growth of large batches; d4 the expert weights of a mixture-of-experts
+model, read for the experts B tokens are routed to: with a share f = experts per token /
+experts, B tokens touch 1 - (1 - f)^B of them on average (f = 0, no term, for dense models).
 
 A mixed iteration (Sarathi, Orca: prefill chunks and decodes in one step) reads the weights
 once: its linear layers run over the T prefill tokens and the B decode tokens together, and
@@ -56,6 +58,8 @@ class Profile:
     decode_ms_per_seq: float  # d1
     decode_ms_per_context_token: float  # d2
     decode_ms_per_seq_sq: float  # d3
+    decode_ms_per_expert_load: float = 0.0  # d4
+    decode_expert_share: float = 0.0  # f
     #: Where the times come from, e.g. "measured: Splitwise (vLLM, 2023)" or "kernels: ...".
     source: str = "measured: Splitwise perf_model.csv (vLLM, 2023)"
     #: Fit error against its source, in percent (MAPE on held-out points; NaN when unknown).
@@ -115,11 +119,16 @@ class Profile:
         """Scalar form of `decode_time_ms`, for the simulator's inner loop."""
         if batch_size <= 0:
             return 0.0
+        return self.decode_fixed_ms(batch_size) + self.decode_ms_per_context_token * context_tokens
+
+    def decode_fixed_ms(self, batch_size):
+        """The part of a decode iteration that does not depend on context: d0 + d1 B + d3 B^2 + d4 (1 - (1 - f)^B) (vectorised)."""
+        expert_load = 1.0 - (1.0 - self.decode_expert_share) ** batch_size if self.decode_expert_share else 0.0
         return (
             self.decode_base_ms
             + self.decode_ms_per_seq * batch_size
-            + self.decode_ms_per_context_token * context_tokens
             + self.decode_ms_per_seq_sq * batch_size**2
+            + self.decode_ms_per_expert_load * expert_load
         )
 
     def corrected(self, prefill_scale: float, prefill_overhead_ms: float, decode_scale: float, decode_overhead_ms: float, source: str) -> Profile:
@@ -137,6 +146,7 @@ class Profile:
             decode_ms_per_seq=d * self.decode_ms_per_seq,
             decode_ms_per_context_token=d * self.decode_ms_per_context_token,
             decode_ms_per_seq_sq=d * self.decode_ms_per_seq_sq,
+            decode_ms_per_expert_load=d * self.decode_ms_per_expert_load,
             source=source,
             prefill_error_pct=float("nan"),
             decode_error_pct=float("nan"),
@@ -155,8 +165,9 @@ class Profile:
         return np.where(np.asarray(tokens) > 0, features @ coefficients, 0.0)
 
     def _decode_ms(self, batch, context) -> np.ndarray:
-        features = decode_features(batch, context)
-        coefficients = [self.decode_base_ms, self.decode_ms_per_seq, self.decode_ms_per_context_token, self.decode_ms_per_seq_sq]
+        features = decode_features(batch, context, self.decode_expert_share)
+        coefficients = [self.decode_base_ms, self.decode_ms_per_seq, self.decode_ms_per_context_token, self.decode_ms_per_seq_sq,
+                        self.decode_ms_per_expert_load]
         return np.where(np.asarray(batch) > 0, features @ coefficients, 0.0)
 
 

@@ -4,8 +4,11 @@ An iteration runs prefill chunks and one decode token for each decoding sequence
 (performance profile, `optimizer.fleet.profile`; P = tokens of the prompt already prefilled,
 L = chunk length):
 
-    t_iter = [a0 + a1 max(T, T_r) + a2 max(0, T - T_k) + a3 sum((P + L)^2 - P^2) + a4 #chunks]   if prefill (T = sum L)
-           + [d0 + d1 B + d2 C + d3 B^2]                                                        if B sequences decode (C = their KV tokens)
+    t_iter = prefill(T, S, N)                                         prefill chunks only (T = sum L, N chunks)
+           = decode(B, C)                                            B sequences decode only (C = their KV tokens)
+           = prefill(T + B, S, N) + decode(B, C) - min(d0, a0 + a1 T_r)   both: the weights are read once
+
+with S = sum((P + L)^2 - P^2) and the forms of `optimizer.fleet.profile`.
 
 - A request's first token comes from the iteration that completes its prefill; each other
   token takes one decode iteration. It finishes with its last token.
@@ -15,7 +18,7 @@ L = chunk length):
   recomputed later) and the preemption is counted.
 - Runs of identical decode iterations (nothing to admit, nothing finishing, no arrival) are
   fast-forwarded in closed form: k iterations of B sequences take
-  k (d0 + d1 B + d3 B^2 + d2 C) + d2 B k (k - 1) / 2.
+  k decode(B, C) + d2 B k (k - 1) / 2.
 """
 
 from __future__ import annotations
@@ -201,7 +204,7 @@ class Engine:
     def _iteration_ms(self, chunks: list, batch: int, context: int) -> float:
         tokens = sum(n for _, n in chunks)
         attention = sum((s.prefilled + n) ** 2 - s.prefilled**2 for s, n in chunks)
-        return self.profile.prefill_iteration_ms(tokens, attention, len(chunks)) + self.profile.decode_iteration_ms(batch, context)
+        return self.profile.iteration_ms(tokens, attention, len(chunks), batch, context)
 
     def _admit(self, seq: Sequence) -> None:
         self.waiting.remove(seq)

@@ -28,8 +28,8 @@ from optimizer.fleet.estimates import (
     Estimates,
     estimate,
     planning_lengths,
-    profile_for,
 )
+from optimizer.fleet.sources import profile_for
 from optimizer.serving.batching import POLICIES
 from optimizer.serving.deviation import Deviations
 from optimizer.serving.dispatch import make_dispatcher
