@@ -27,6 +27,9 @@ import optimizer
 from optimizer.common.errors import OptimizerError
 from optimizer.common.files import atomic_output, check_folder
 from optimizer.common.options import parse_options
+from optimizer.fleet.calibration import calibrate, calibration_lines, load_profiles, read_runs, write_profiles
+from optimizer.fleet.kernels import engine_versions
+from optimizer.fleet.sources import profile_for
 from optimizer.fleet.measurements import (
     builtin_profiles,
     fit_profiles,
@@ -105,7 +108,15 @@ ReplicasOpt = Annotated[
 ]
 ProfilesOpt = Annotated[
     Optional[Path],
-    typer.Option("--profiles", help="GPU measurements CSV (Splitwise perf_model columns) whose fits replace the built-in profiles of the same configurations."),
+    typer.Option("--profiles", help="Profile file (.json, from `profile calibrate`) or GPU measurements CSV (Splitwise perf_model columns, fitted) used for the configurations they cover."),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option("--engine", help="Serving engine of the kernel tables, NAME[==VERSION]: vllm, sglang, trtllm (default: the bundled measurements where they exist, else the newest vLLM the tables have)."),
+]
+SourceOpt = Annotated[
+    str,
+    typer.Option("--source", help="Where iteration times come from: auto, measured, kernels, roofline."),
 ]
 TraceArg = Annotated[Path, typer.Argument(help="Trace file (CSV, JSON lines or Parquet).", show_default=False)]
 LengthErrorOpt = Annotated[
@@ -159,10 +170,18 @@ def _deviations(jitter: float, slow: list[str], fail: list[str], seed: int, clus
 
 
 def _profiles(path: Path | None) -> dict | None:
-    """Built-in profiles, with those fitted from `path` taking precedence."""
-    if path is None:
-        return None
-    return {**builtin_profiles(), **fit_profiles(read_measurements(path))}
+    """The user's profiles (a profile file or measurements), taking precedence over the bundled sources."""
+    return None if path is None else load_profiles(path)
+
+
+def _print_sources(cluster, profiles) -> None:
+    """One line per replica kind: where its iteration times come from, and the fit error."""
+    for number, kind in enumerate(cluster.kinds):
+        replica = next(r for r in cluster.replicas if r.kind == kind)
+        profile = profile_for(replica, profiles)
+        error = "" if profile.prefill_error_pct != profile.prefill_error_pct or profile.source.startswith("roofline") else \
+            f" (fit {profile.prefill_error_pct:.1f}% prefill, {profile.decode_error_pct:.1f}% decode)"
+        out.print(f"{'Times' if number == 0 else '':9}{kind}: {profile.source}{error}")
 
 
 def _bounds_line(bounds: optimizer.Bounds) -> str:
@@ -220,6 +239,8 @@ def solve(
     trace: TraceArg,
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the plan CSV.")] = Path("plan.csv"),
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
+    engine: EngineOpt = "",
+    source: SourceOpt = "auto",
     solver: SolverOpt = "cp-sat",
     time_limit: TimeLimitOpt = 10.0,
     formulation: Annotated[str, typer.Option("--formulation", help="auto, per-request (one Boolean per request and replica) or class (counts per cost class and replica kind).")] = "auto",
@@ -239,7 +260,7 @@ def solve(
     """
     with user_errors():
         loaded = _load(trace, format, arrival_rate, seed, model)
-        cluster = optimizer.resolve_cluster(replicas)
+        cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         requests, _ = _predict(loaded.requests, length_error, predictor, seed)
         with LiveStatus(not quiet and sys.stderr.isatty(), "solving ...") as status:
             result = optimizer.solve(
@@ -255,6 +276,7 @@ def solve(
     for note in loaded.notes:
         out.print(f"         {note}")
     out.print(f"Cluster  {cluster.describe()} ({len(cluster)} replicas serving {', '.join(cluster.models)})")
+    _print_sources(cluster, _profiles(profiles))
     how = f"{result.solver}, {result.formulation} model, started from {result.incumbent:,.1f} s" if result.formulation else result.solver
     out.print(f"Plan     {result.status} ({how}) in {result.solve_time_s:.2f} s")
     out.print(f"         estimated makespan {result.objective:,.1f} s, lower bound {result.lower_bound:,.1f} s, gap {result.gap:.3%}")
@@ -284,6 +306,8 @@ def pcmax(
 def bounds(
     trace: TraceArg,
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
+    engine: EngineOpt = "",
+    source: SourceOpt = "auto",
     format: FormatOpt = None,
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
@@ -294,7 +318,7 @@ def bounds(
     """Print the lower bounds on the makespan of a trace on a cluster, and which one binds."""
     with user_errors():
         loaded = _load(trace, format, arrival_rate, seed, model)
-        cluster = optimizer.resolve_cluster(replicas)
+        cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         found, estimates = optimizer.trace_bounds(loaded.requests, cluster, profiles=_profiles(profiles))
     if as_json:
         typer.echo(json.dumps(found.as_dict(), indent=2))
@@ -325,6 +349,8 @@ def simulate(
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Per-request CSV to write (request_id, replica, arrival_s, start_s, first_token_s, finish_s, preemptions, restarts).")] = None,
     summary_path: Annotated[Optional[Path], typer.Option("--summary", help="JSON summary to write (makespan_s, utilization, latency percentiles, ...).")] = None,
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
+    engine: EngineOpt = "",
+    source: SourceOpt = "auto",
     plan: Annotated[Optional[Path], typer.Option("--plan", help="Plan CSV to follow (with --dispatch plan, the default when a plan is given, or repair).")] = None,
     dispatch: Annotated[Optional[str], typer.Option("--dispatch", help="plan, repair (the plan repaired online; plans first if no --plan), round-robin, least-outstanding (default without a plan), least-work, random.")] = None,
     dispatch_option: Annotated[list[str], typer.Option("--dispatch-option", help="KEY=NUMBER option of the repairer (repeatable): slack_s, max_moves, interval_s.")] = [],
@@ -357,7 +383,7 @@ def simulate(
             policy, dispatch = "sarathi", "repair"
         loaded = _load(trace, format, arrival_rate, seed, model)
         loaded = dataclasses.replace(loaded, requests=with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e))
-        cluster = optimizer.resolve_cluster(replicas)
+        cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         requests, belief = _predict(loaded.requests, length_error, predictor, seed)
         deviations = _deviations(jitter, slow, fail, seed, cluster)
         table = optimizer.read_plan(plan) if plan is not None else None
@@ -410,6 +436,8 @@ def compare(
     out_paths: Annotated[list[Path], typer.Option("--out", help="Write the table here: .csv (every column) or .md (Markdown); repeatable.")] = [],
     report_dir: Annotated[Optional[Path], typer.Option("--report", help="Also write the HTML report and its PNG charts into this folder.")] = None,
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
+    engine: EngineOpt = "",
+    source: SourceOpt = "auto",
     policies: Annotated[str, typer.Option("--policies", help=f"Comma-separated policies to compare: {', '.join(POLICY_NAMES)}.")] = ",".join(POLICY_NAMES),
     batching: Annotated[str, typer.Option("--batching", help="Comma-separated batching policies, each run with every policy: vllm, sarathi, orca, static, s3, uellm, slai, hybrid.")] = "sarathi",
     solver: SolverOpt = "cp-sat",
@@ -447,7 +475,7 @@ def compare(
         batchings = parse_names(batching, list(BATCHING_POLICIES), "batching policy")
         loaded = _load(trace, format, arrival_rate, seed, model)
         actual = with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)
-        cluster = optimizer.resolve_cluster(replicas)
+        cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         requests, belief = _predict(actual, length_error, predictor, seed)
         deviations = _deviations(jitter, slow, fail, seed, cluster)
         with LiveStatus(not quiet and sys.stderr.isatty()) as status:
@@ -508,6 +536,8 @@ def report(
     plan: Annotated[Optional[Path], typer.Option("--plan", help="Plan CSV the simulations followed: its planned end of each replica is marked on the Gantt charts.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for index.html and the PNG charts (created if missing).")] = Path("report"),
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
+    engine: EngineOpt = "",
+    source: SourceOpt = "auto",
     title: Annotated[Optional[str], typer.Option("--title", help="Page title (default: the trace's file name).")] = None,
     slo_ttft: SloTtftOpt = None,
     slo_tbt: SloTbtOpt = None,
@@ -527,7 +557,7 @@ def report(
     with user_errors():
         loaded = _load(trace, format, arrival_rate, seed, model)
         requests = with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)
-        cluster = optimizer.resolve_cluster(replicas)
+        cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         bounds, hindsight = optimizer.trace_bounds(requests, cluster, profiles=_profiles(profiles))
         plan_table = optimizer.read_plan(plan) if plan is not None else None
         if plan_table is not None:
@@ -648,6 +678,8 @@ def plan_validate(
     plan: Annotated[Path, typer.Argument(help="Plan CSV to check.", show_default=False)],
     trace: Annotated[Path, typer.Option("--trace", help="The trace the plan is for.", show_default=False)],
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
+    engine: EngineOpt = "",
+    source: SourceOpt = "auto",
     format: FormatOpt = None,
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
@@ -656,7 +688,7 @@ def plan_validate(
     """Check a plan against its trace and cluster; list every rule it breaks."""
     with user_errors():
         loaded = _load(trace, format, arrival_rate, seed, model)
-        cluster = optimizer.resolve_cluster(replicas)
+        cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         table = optimizer.read_plan(plan)
         problems = optimizer.plan_violations(table, loaded.requests, cluster, path=plan)
     if problems:
@@ -670,16 +702,19 @@ def plan_validate(
 
 def _profile_table(profiles: dict, errors) -> Table:
     table = Table("model", "gpu", "tp", "prefill 512 ms", "prefill 4096 ms", "decode b1 ms", "decode b64 ms",
-                  "held-out prefill MAPE %", "held-out decode MAPE %")
+                  "prefill error %", "decode error %", "source")
     errors = errors.set_index(["model", "gpu", "tp"]) if errors is not None else None
     for key, p in sorted(profiles.items()):
         error = errors.loc[key] if errors is not None and key in errors.index else None
+        prefill_error = error["prefill_mape_pct"] if error is not None else p.prefill_error_pct
+        decode_error = error["decode_mape_pct"] if error is not None else p.decode_error_pct
         table.add_row(
             p.model, p.gpu, str(p.tp),
             f"{p.prefill_time_ms(512):.1f}", f"{p.prefill_time_ms(4096):.1f}",
             f"{p.decode_time_ms(1, 1024):.1f}", f"{p.decode_time_ms(64, 64 * 1024):.1f}",
-            "-" if error is None else f"{error['prefill_mape_pct']:.2f}",
-            "-" if error is None else f"{error['decode_mape_pct']:.2f}",
+            "-" if prefill_error != prefill_error else f"{prefill_error:.2f}",
+            "-" if decode_error != decode_error else f"{decode_error:.2f}",
+            p.source,
         )
     return table
 
@@ -692,28 +727,115 @@ def _holdout_or_none(measurements):
         return None
 
 
-@profile_app.command("show", epilog="Example: python cli.py profile show --model llama2-70b --gpu a100 --tp 4")
+@profile_app.command("show", epilog="Example: python cli.py profile show --replicas llama-3.1-8b@l40s-tp1,qwen3-32b@h200-tp2 --engine sglang")
 def profile_show(
-    model: Annotated[Optional[str], typer.Option("--model", help="Only this model.")] = None,
-    gpu: Annotated[Optional[str], typer.Option("--gpu", help="Only this GPU type (a100, h100, h100-pcap).")] = None,
-    tp: Annotated[Optional[int], typer.Option("--tp", help="Only this tensor-parallel degree.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Only this model (bundled measurements).")] = None,
+    gpu: Annotated[Optional[str], typer.Option("--gpu", help="Only this GPU type (bundled measurements: a100, h100, h100-pcap).")] = None,
+    tp: Annotated[Optional[int], typer.Option("--tp", help="Only this tensor-parallel degree (bundled measurements).")] = None,
+    replicas: Annotated[Optional[str], typer.Option("--replicas", help="Show the profiles of this cluster's replica kinds instead (any source).")] = None,
+    engine: EngineOpt = "",
+    source: SourceOpt = "auto",
+    profiles: ProfilesOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fitted coefficients as JSON.")] = False,
 ) -> None:
-    """Print the built-in profiles (iteration times at reference points) and their held-out fit error."""
+    """Print profiles (iteration times at reference points), their source and their fit error.
+
+    Without --replicas: the bundled Splitwise measurements' profiles, with their held-out error.
+    """
     with user_errors():
-        gpu_name = None if gpu is None else optimizer.GPU_ALIASES.get(gpu.lower())
-        if gpu is not None and gpu_name is None:
-            raise OptimizerError(f"Unknown GPU {gpu!r}; known: {', '.join(sorted(set(optimizer.GPU_ALIASES.values())))}.")
-        chosen = {key: p for key, p in builtin_profiles().items()
-                  if (model is None or key[0] == model) and (gpu_name is None or key[1] == gpu_name) and (tp is None or key[2] == tp)}
-        if not chosen:
-            raise OptimizerError("No built-in profile matches; run `python cli.py profile show` to list them.")
-        errors = holdout_error(read_measurements(BUILTIN_MEASUREMENTS))
+        if replicas is not None:
+            cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
+            user = _profiles(profiles)
+            chosen = {}
+            for kind in cluster.kinds:
+                replica = next(r for r in cluster.replicas if r.kind == kind)
+                chosen[kind] = profile_for(replica, user)
+            errors = None
+        else:
+            gpu_name = None if gpu is None else optimizer.GPU_ALIASES.get(gpu.lower())
+            if gpu is not None and gpu_name is None:
+                raise OptimizerError(f"Unknown GPU {gpu!r}; known: {', '.join(sorted(set(optimizer.GPU_ALIASES.values())))}.")
+            chosen = {key: p for key, p in builtin_profiles().items()
+                      if (model is None or key[0] == model) and (gpu_name is None or key[1] == gpu_name) and (tp is None or key[2] == tp)}
+            if not chosen:
+                raise OptimizerError("No built-in profile matches; run `python cli.py profile show` to list them.")
+            errors = holdout_error(read_measurements(BUILTIN_MEASUREMENTS))
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(p) for _, p in sorted(chosen.items())], indent=2))
         return
     out.print(_profile_table(chosen, errors))
-    out.print("Times from the fitted model; held-out error: fit on batch 1,2,8,32,64 x prompt 128,512,2048,8192, tested on the other measurements.")
+    if replicas is None:
+        out.print("Times from the fitted model; held-out error: fit on batch 1,2,8,32,64 x prompt 128,512,2048,8192, tested on the other measurements.")
+    else:
+        out.print("Fit error: the closed form against its source on points it was not fitted on (kernels), the calibration's held-out runs, or the roofline's band.")
+
+
+@profile_app.command("calibrate", epilog="Example: python cli.py profile calibrate runs.csv --replica llama-3.1-70b@h100-tp4 --out mine.json")
+def profile_calibrate(
+    measurements: Annotated[Path, typer.Argument(help="Measured runs: `vllm bench latency` runs (batch_size,input_len,output_len,latency_s) or Splitwise perf_model.csv rows.", show_default=False)],
+    replica: Annotated[str, typer.Option("--replica", help="The configuration measured, MODEL@GPU-tpN.", show_default=False)],
+    engine: EngineOpt = "",
+    out_path: Annotated[Path, typer.Option("--out", help="Profile file to write (use it with --profiles).")] = Path("profile.json"),
+    hardware: Annotated[Optional[str], typer.Option("--rows", help="Splitwise files: use the rows of this model@hardware-tpN (default: the replica's).")] = None,
+) -> None:
+    """Correct the kernel-table profile of one configuration to your own stack with a few measured runs."""
+    with user_errors():
+        cluster = optimizer.resolve_cluster(replica, engine=engine, source="kernels")
+        target = cluster.replicas[0]
+        base = profile_for(target)
+        table = _calibration_rows(measurements, target, hardware)
+        lines = calibration_lines(table)
+        calibrated = calibrate(base, table, lines)
+        write_profiles([calibrated], out_path)
+    out.print(f"Base     {target.kind}: {base.source}")
+    out.print(f"Runs     {len(set(lines))} of {measurements} (lines {', '.join(map(str, sorted(set(lines))))})")
+    out.print(f"Profile  {calibrated.source.split(', on ')[0]}")
+    out.print(f"Error    held out: prefill {calibrated.prefill_error_pct:.1f}%, decode {calibrated.decode_error_pct:.1f}% MAPE on the other runs")
+    out.print(f"Wrote    {out_path} (use it with --profiles {out_path})")
+
+
+def _calibration_rows(path: Path, target, rows: str | None):
+    """The measured runs of a calibration: benchmark runs, or one configuration's Splitwise rows."""
+    with open(path, encoding="utf-8-sig", errors="replace") as file:
+        header = file.readline()
+    if "prompt_time" not in header:
+        return read_runs(path)
+    table = read_measurements(path)
+    model, _, rest = (rows or f"{target.model}@{target.gpu}-tp{target.tp}").rpartition("@")
+    hardware, _, tp = rest.rpartition("-tp")
+    picked = table[(table["model"] == model) & (table["hardware"] == hardware) & (table["tensor_parallel"] == int(tp or 0))]
+    if picked.empty:
+        found = ", ".join(sorted({f"{m}@{h}-tp{t}" for m, h, t in table[["model", "hardware", "tensor_parallel"]].itertuples(index=False)}))
+        raise OptimizerError(f"{path}: no rows of {model}@{hardware}-tp{tp}; pick one with --rows ({found}).")
+    picked.attrs["path"] = str(path)
+    return picked
+
+
+@app.command(epilog="Example: python cli.py models")
+def models() -> None:
+    """List the catalog's models: parameters, layers, KV heads, head dim, context, and what has data."""
+    table = Table("model", "params B", "active B", "layers", "KV heads", "head dim", "context", "KV KiB/token", "kind", "config")
+    with user_errors():
+        for name in optimizer.catalog_names():
+            m = optimizer.find_model(name)
+            table.add_row(name, f"{m.num_params / 1e9:.1f}", f"{(m.num_active_params or m.num_params) / 1e9:.1f}", str(m.num_layers),
+                          str(m.num_kv_heads), str(m.head_dim), f"{m.context_tokens:,}", f"{m.kv_bytes_per_token / 1024:.0f}",
+                          f"MoE {m.experts_per_token}/{m.num_experts}" if m.is_moe else "dense", m.source.split(" (")[0])
+    out.print(table)
+    out.print("Or give a path to a Hugging Face config.json (or its folder) as MODEL: MODEL@GPU-tpN.")
+
+
+@app.command(epilog="Example: python cli.py gpus")
+def gpus() -> None:
+    """List GPU types: memory, peak speeds, interconnect, which engines have kernel tables, and sources."""
+    table = Table("gpu", "memory GiB", "bf16 TFLOP/s", "HBM GB/s", "interconnect", "kernel tables", "measured", "source")
+    with user_errors():
+        for g in optimizer.GPUS.values():
+            versions = engine_versions(g)
+            kernels = "; ".join(f"{e} {', '.join(v)}" for e, v in versions.items()) or "- (roofline)"
+            table.add_row(g.aliases[0], f"{g.memory_gib:g}", f"{g.bf16_tflops:g}", f"{g.hbm_gb_per_s:g}", g.interconnect, kernels,
+                          "llama2-70b, bloom-176b" if g.measured_as else "-", g.source)
+    out.print(table)
 
 
 @profile_app.command("fit", epilog="Example: python cli.py profile fit my_measurements.csv")

@@ -33,7 +33,7 @@ from optimizer.fleet.measurements import (
     fit_profiles,
     read_measurements,
 )
-from optimizer.fleet.models import find_model
+from optimizer.fleet.models import catalog_names, find_model
 from optimizer.fleet.profile import Profile
 from optimizer.planning.bounds import Bounds, lower_bounds, trace_bounds
 from optimizer.planning.plan import (
@@ -78,6 +78,7 @@ __all__ = [
     "TraceError",
     "builtin_profiles",
     "estimate",
+    "catalog_names",
     "find_model",
     "fit_profiles",
     "load_cluster",

@@ -131,19 +131,21 @@ class Profile:
             + self.decode_ms_per_expert_load * expert_load
         )
 
-    def corrected(self, prefill_scale: float, prefill_overhead_ms: float, decode_scale: float, decode_overhead_ms: float, source: str) -> Profile:
-        """This profile with every prefill time x prefill_scale + prefill_overhead_ms and every
-        decode time x decode_scale + decode_overhead_ms (a calibration to another stack)."""
+    def corrected(self, prefill_scale: float, prefill_overhead_ms: float, decode_scale: float, decode_overhead_ms: float,
+                  source: str, prefill_ms_per_token_above_kink: float = 0.0, decode_ms_per_seq: float = 0.0) -> Profile:
+        """This profile with every prefill time x prefill_scale + prefill_overhead_ms (+ prefill_ms_per_token_above_kink
+        x max(0, T - T_k)) and every decode time x decode_scale + decode_overhead_ms (+ decode_ms_per_seq x B):
+        a calibration to another stack."""
         p, d = prefill_scale, decode_scale
         return replace(
             self,
             prefill_base_ms=p * self.prefill_base_ms + prefill_overhead_ms,
             prefill_ms_per_token=p * self.prefill_ms_per_token,
-            prefill_ms_per_token_above_kink=p * self.prefill_ms_per_token_above_kink,
+            prefill_ms_per_token_above_kink=p * self.prefill_ms_per_token_above_kink + prefill_ms_per_token_above_kink,
             prefill_attention_ms_per_token_sq=p * self.prefill_attention_ms_per_token_sq,
             prefill_ms_per_prompt=p * self.prefill_ms_per_prompt,
             decode_base_ms=d * self.decode_base_ms + decode_overhead_ms,
-            decode_ms_per_seq=d * self.decode_ms_per_seq,
+            decode_ms_per_seq=d * self.decode_ms_per_seq + decode_ms_per_seq,
             decode_ms_per_context_token=d * self.decode_ms_per_context_token,
             decode_ms_per_seq_sq=d * self.decode_ms_per_seq_sq,
             decode_ms_per_expert_load=d * self.decode_ms_per_expert_load,
