@@ -27,15 +27,21 @@ import optimizer
 from optimizer.common.errors import OptimizerError
 from optimizer.common.files import atomic_output, check_folder
 from optimizer.common.options import parse_options
-from optimizer.fleet.calibration import calibrate, calibration_lines, load_profiles, read_runs, write_profiles
+from optimizer.fleet.calibration import (
+    calibrate,
+    calibration_lines,
+    load_profiles,
+    read_runs,
+    write_profiles,
+)
 from optimizer.fleet.kernels import engine_versions
-from optimizer.fleet.sources import profile_for
 from optimizer.fleet.measurements import (
     builtin_profiles,
     fit_profiles,
     holdout_error,
     read_measurements,
 )
+from optimizer.fleet.sources import profile_for
 from optimizer.planning.pcmax import read_pcmax, solve_pcmax
 from optimizer.reporting.compare import COLUMNS as COMPARE_COLUMNS
 from optimizer.reporting.compare import (

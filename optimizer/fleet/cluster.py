@@ -3,16 +3,20 @@
 A replica is one copy of a model on a tensor-parallel group of `tp` GPUs of one type. Its
 KV-cache capacity follows from the model's shape and the GPUs' memory, as vLLM sizes it:
 
-    kv_bytes_per_token  = 2 (K and V) x layers x kv_heads x head_dim x dtype_bytes
+    kv_bytes_per_token  = 2 (K and V) x layers x kv_heads x head_dim x kv_dtype_bytes   (the model's dtype, or 1 for fp8)
     kv_capacity_tokens  = floor((tp x gpu_memory x gpu_memory_utilization
                                  - weight_bytes - tp x activation_reserve) / kv_bytes_per_token)
 
 rounded down to whole blocks of `block_size_tokens`. A model whose weights do not fit in
-the usable memory is an error, not a zero-capacity replica.
+the usable memory is an error, not a zero-capacity replica. Models come from
+`optimizer.fleet.models` (a catalog name or a config.json path), GPUs from
+`optimizer.fleet.gpus`; a replica also names its engine and performance source
+(`optimizer.fleet.sources`), which are part of its kind.
 
 Clusters are written inline as comma-separated groups ``[MODEL@]GPU-tpN[:COUNT]``, for
 example ``h100-tp4:4,a100-tp4:4`` (four llama2-70b replicas on 4 H100s each and four on
-4 A100s each) or ``llama2-70b@h100-tp4:2,bloom-176b@h100-tp8:1``; or in a TOML or JSON
+4 A100s each), ``llama2-70b@h100-tp4:2,bloom-176b@h100-tp8:1`` or
+``llama-3.1-8b@l40s-tp1:4``; or in a TOML or JSON
 file with one ``[[replicas]]`` table per group (see `load_cluster`). Replicas are named
 ``GPU-tpN-K`` with K counting from 0 within each (GPU, TP) group, in the order given,
 unless the file gives a ``name`` prefix.

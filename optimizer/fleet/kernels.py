@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -62,11 +62,34 @@ def engine_versions(gpu: Gpu) -> dict[str, list[str]]:
     """Engine -> versions with kernel tables for this GPU (empty when it has none)."""
     if not gpu.kernel_system:
         return {}
+    found = _engine_table().get(gpu.kernel_system, {})
+    return {engine: found[engine]["versions"] for engine in ENGINES if engine in found}
+
+
+@functools.cache
+def _engine_table() -> dict[str, dict[str, dict]]:
+    """system -> engine -> {"versions": [...], "current": version}; listing it parses some 200
+    YAML files (about a second), so it is kept in the disk cache per package version."""
+    path = _cache_dir() / f"engines-{_package_version()}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
     from aiconfigurator_core.sdk import perf_database
 
     _quiet()
-    found = perf_database.get_supported_databases().get(gpu.kernel_system, {})
-    return {engine: sorted(found[engine]) for engine in ENGINES if found.get(engine)}
+    table: dict[str, dict[str, dict]] = {}
+    for system, engines in sorted(perf_database.get_supported_databases().items()):
+        for engine in ENGINES:
+            if engines.get(engine):
+                current = perf_database.get_version_slots(system, engine).get("current")
+                table.setdefault(system, {})[engine] = {"versions": sorted(engines[engine]), "current": current}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, json.dumps(table, sort_keys=True))
+    except OSError:
+        pass
+    return table
 
 
 def resolve_engine(engine: str, gpu: Gpu) -> tuple[str, str]:
@@ -85,9 +108,7 @@ def resolve_engine(engine: str, gpu: Gpu) -> tuple[str, str]:
     if name not in versions:
         raise ProfileError(f"The kernel tables have no {name} data for {gpu.aliases[0]}; they have {', '.join(versions)}.")
     if not version:
-        from aiconfigurator_core.sdk import perf_database
-
-        return name, perf_database.get_version_slots(gpu.kernel_system, name)["current"]
+        return name, _engine_table()[gpu.kernel_system][name]["current"]
     if version not in versions[name]:
         raise ProfileError(f"No kernel tables for {name}=={version} on {gpu.aliases[0]}; versions: {', '.join(versions[name])}.")
     return name, version
@@ -149,8 +170,6 @@ def fit_kernel_profile(handle, shape: ModelShape, gpu: Gpu, tp: int, engine: str
         source=f"kernels: aiconfigurator-core {_package_version()} tables, {engine} {version} on {gpu.kernel_system}",
     )
     errors = held_out_error(handle, profile, capacity)
-    from dataclasses import replace
-
     return replace(profile, prefill_error_pct=round(errors["prefill_mape_pct"], 3), decode_error_pct=round(errors["decode_mape_pct"], 3))
 
 

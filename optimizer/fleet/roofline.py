@@ -26,12 +26,12 @@ from optimizer.fleet.gpus import Gpu
 from optimizer.fleet.models import ModelShape
 from optimizer.fleet.profile import Profile
 
-#: Fitted on the kernel tables (vllm 0.24.0 / 0.14.0), median over GPUs and models.
-COMPUTE_EFFICIENCY = 0.62
-BANDWIDTH_EFFICIENCY = 0.74
-OVERHEAD_MS = 0.6
-#: Held-out MAPE against the kernel tables on the GPUs with them (prefill, decode; percent).
-ERROR_BAND_PCT = (25.0, 20.0)
+#: Fitted on the kernel tables (vLLM 0.24.0; 0.14.0 on A100) of 6 GPUs x 3 models (benchmark above).
+COMPUTE_EFFICIENCY = 0.70
+BANDWIDTH_EFFICIENCY = 0.80
+OVERHEAD_MS = 1.0
+#: Worst GPU's MAPE against its kernel tables when left out of the fit (prefill, decode; percent).
+ERROR_BAND_PCT = (40.0, 16.0)
 
 
 def roofline_profile(shape: ModelShape, gpu: Gpu, tp: int, kv_dtype_bytes: int = 0,

