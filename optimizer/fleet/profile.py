@@ -98,10 +98,13 @@ class Profile:
             return self.decode_iteration_ms(batch_size, context_tokens)
         if batch_size <= 0:
             return self.prefill_iteration_ms(tokens, attention_tokens_sq, chunks)
+        # phi(B) in plain floats: this runs once per simulated iteration.
+        experts = self.decode_ms_per_expert_load * (1.0 - (1.0 - self.decode_expert_share) ** batch_size) if self.decode_expert_share else 0.0
+        phi = min(self.decode_base_ms + experts, self.prefill_base_ms + self.prefill_ms_per_token * self.prefill_ridge_tokens)
         return (
             self.prefill_iteration_ms(tokens + batch_size, attention_tokens_sq, chunks)
             + self.decode_iteration_ms(batch_size, context_tokens)
-            - float(self.weight_read_ms(batch_size))
+            - phi
         )
 
     def prefill_iteration_ms(self, tokens: float, attention_tokens_sq: float, prompts: int) -> float:
@@ -125,7 +128,7 @@ class Profile:
 
     def decode_fixed_ms(self, batch_size):
         """The part of a decode iteration that does not depend on context: d0 + d1 B + d3 B^2 + d4 (1 - (1 - f)^B) (vectorised)."""
-        expert_load = 1.0 - (1.0 - self.decode_expert_share) ** batch_size if self.decode_expert_share else 0.0
+        expert_load = (1.0 - (1.0 - self.decode_expert_share) ** batch_size) if self.decode_expert_share else 0.0
         return (
             self.decode_base_ms
             + self.decode_ms_per_seq * batch_size
