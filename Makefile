@@ -33,6 +33,7 @@ browser:
 bench: $(STAMP)
 	$(PY) benchmarks/load_trace.py
 	$(PY) benchmarks/profile_fit.py
+	$(PY) benchmarks/performance_model.py
 	$(PY) benchmarks/planner.py
 	$(PY) benchmarks/simulator.py
 	$(PY) benchmarks/repair.py
