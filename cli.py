@@ -34,6 +34,7 @@ from optimizer.fleet.calibration import (
     read_runs,
     write_profiles,
 )
+from optimizer.fleet.gpus import find_gpu
 from optimizer.fleet.kernels import engine_versions
 from optimizer.fleet.measurements import (
     builtin_profiles,
@@ -182,8 +183,8 @@ def _profiles(path: Path | None) -> dict | None:
 
 def _print_sources(cluster, profiles) -> None:
     """One line per replica kind: where its iteration times come from, and the fit error."""
-    for number, kind in enumerate(cluster.kinds):
-        replica = next(r for r in cluster.replicas if r.kind == kind)
+    for number, replica in enumerate(cluster.first_of_each_kind):
+        kind = replica.kind
         profile = profile_for(replica, profiles)
         error = "" if profile.prefill_error_pct != profile.prefill_error_pct or profile.source.startswith("roofline") else \
             f" (fit {profile.prefill_error_pct:.1f}% prefill, {profile.decode_error_pct:.1f}% decode)"
@@ -267,11 +268,12 @@ def solve(
     with user_errors():
         loaded = _load(trace, format, arrival_rate, seed, model)
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
+        user_profiles = _profiles(profiles)
         requests, _ = _predict(loaded.requests, length_error, predictor, seed)
         with LiveStatus(not quiet and sys.stderr.isatty(), "solving ...") as status:
             result = optimizer.solve(
                 requests, cluster, solver=solver, time_limit_s=time_limit, formulation=formulation,
-                seed=seed, profiles=_profiles(profiles), progress=status.solving,
+                seed=seed, profiles=user_profiles, progress=status.solving,
             )
         optimizer.validate_plan(result.plan, loaded.requests, cluster)
         optimizer.write_plan(result.plan, out_path)
@@ -282,7 +284,7 @@ def solve(
     for note in loaded.notes:
         out.print(f"         {note}")
     out.print(f"Cluster  {cluster.describe()} ({len(cluster)} replicas serving {', '.join(cluster.models)})")
-    _print_sources(cluster, _profiles(profiles))
+    _print_sources(cluster, user_profiles)
     how = f"{result.solver}, {result.formulation} model, started from {result.incumbent:,.1f} s" if result.formulation else result.solver
     out.print(f"Plan     {result.status} ({how}) in {result.solve_time_s:.2f} s")
     out.print(f"         estimated makespan {result.objective:,.1f} s, lower bound {result.lower_bound:,.1f} s, gap {result.gap:.3%}")
@@ -390,6 +392,7 @@ def simulate(
         loaded = _load(trace, format, arrival_rate, seed, model)
         loaded = dataclasses.replace(loaded, requests=with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e))
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
+        user_profiles = _profiles(profiles)
         requests, belief = _predict(loaded.requests, length_error, predictor, seed)
         deviations = _deviations(jitter, slow, fail, seed, cluster)
         table = optimizer.read_plan(plan) if plan is not None else None
@@ -398,7 +401,7 @@ def simulate(
         chosen = dispatch or ("plan" if table is not None else "least-outstanding")
         made_plan = ""
         if chosen == "repair" and table is None:
-            planned = optimizer.solve(requests, cluster, time_limit_s=time_limit, seed=seed, profiles=_profiles(profiles))
+            planned = optimizer.solve(requests, cluster, time_limit_s=time_limit, seed=seed, profiles=user_profiles)
             table = planned.plan
             made_plan = f"planned first ({planned.status}, estimated makespan {planned.objective:,.1f} s)"
         label = f"simulating {chosen} dispatch, {policy} batching"
@@ -406,7 +409,7 @@ def simulate(
             simulating = status.simulating
             result = optimizer.simulate(
                 requests, cluster, dispatch=chosen, policy=policy, plan=table, seed=seed,
-                profiles=_profiles(profiles), policy_options=parse_options(policy_option),
+                profiles=user_profiles, policy_options=parse_options(policy_option),
                 dispatch_options=parse_options(dispatch_option), deviations=deviations, belief=belief,
                 progress=(lambda now_s: simulating(label, now_s)) if simulating else None,
             )
@@ -752,15 +755,10 @@ def profile_show(
         if replicas is not None:
             cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
             user = _profiles(profiles)
-            chosen = {}
-            for kind in cluster.kinds:
-                replica = next(r for r in cluster.replicas if r.kind == kind)
-                chosen[kind] = profile_for(replica, user)
+            chosen = {replica.kind: profile_for(replica, user) for replica in cluster.first_of_each_kind}
             errors = None
         else:
-            gpu_name = None if gpu is None else optimizer.GPU_ALIASES.get(gpu.lower())
-            if gpu is not None and gpu_name is None:
-                raise OptimizerError(f"Unknown GPU {gpu!r}; known: {', '.join(sorted(set(optimizer.GPU_ALIASES.values())))}.")
+            gpu_name = None if gpu is None else find_gpu(gpu).name
             chosen = {key: p for key, p in builtin_profiles().items()
                       if (model is None or key[0] == model) and (gpu_name is None or key[1] == gpu_name) and (tp is None or key[2] == tp)}
             if not chosen:

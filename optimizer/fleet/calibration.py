@@ -30,7 +30,6 @@ user collects in 6-10 runs); `held_out_error` tests on every other point.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from dataclasses import asdict
@@ -42,7 +41,11 @@ import pandas as pd
 from optimizer.common.errors import ProfileError
 from optimizer.common.files import atomic_output
 from optimizer.fleet.fit import mape_pct, nnls
-from optimizer.fleet.measurements import MAX_DECODE_TOKENS, _whole_batches
+from optimizer.fleet.measurements import (
+    MAX_DECODE_TOKENS,
+    _whole_batches,
+    read_checked_csv,
+)
 from optimizer.fleet.profile import Profile
 
 MAX_POINTS = 8
@@ -56,45 +59,16 @@ KINKS_TOKENS = (1024.0, 2048.0, 4096.0, 8192.0)
 def read_runs(path) -> pd.DataFrame:
     """A CSV of benchmark runs (RUN_COLUMNS), checked line by line: sizes positive whole
     numbers, latencies positive, and for equal batch and input a longer output never faster."""
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as file:
-            rows = list(csv.reader(file))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ProfileError(f"cannot be read as CSV ({exc}).", path=path) from None
-    if not rows:
-        raise ProfileError("is empty; it needs a header line and runs.", path=path)
-    header = [c.strip() for c in rows[0]]
-    for column in RUN_COLUMNS:
-        if column not in header:
-            raise ProfileError(f"column is missing; the header must name {', '.join(RUN_COLUMNS)}.", path=path, line=1, field=column)
-    records = []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise ProfileError(f"has {len(row)} fields but the header has {len(header)}.", path=path, line=line)
-        record = {"line": line}
-        for column in RUN_COLUMNS:
-            text = row[header.index(column)].strip()
-            try:
-                value = float(text)
-            except ValueError:
-                raise ProfileError(f"is not a number: {text!r}.", path=path, line=line, field=column) from None
-            whole = column != "latency_s"
-            if not np.isfinite(value) or value <= 0 or (whole and not value.is_integer()):
-                raise ProfileError(f"must be {'a positive whole number' if whole else 'a positive number of seconds'}, not {text!r}.",
-                                   path=path, line=line, field=column)
-            record[column] = int(value) if whole else value
-        records.append(record)
-    table = pd.DataFrame(records, columns=["line", *RUN_COLUMNS])
+    table = read_checked_csv(path, (), RUN_COLUMNS[:3], RUN_COLUMNS[3:], "seconds", "runs")
+    table.insert(0, "line", table.index.to_numpy())
+    table = table.reset_index(drop=True)
+    table.attrs["path"] = str(path)
     for _, group in table.sort_values(["batch_size", "input_len", "output_len"]).groupby(["batch_size", "input_len"]):
         faster = group["latency_s"].diff() < 0
         if faster.any():
             line = int(group["line"][faster].iloc[0])
             raise ProfileError("is faster than a run with the same batch and input but fewer output tokens; times must grow with output_len.",
                                path=path, line=line, field="latency_s")
-    table.attrs["path"] = str(path)
     return table
 
 

@@ -137,6 +137,14 @@ class Cluster:
         """Replica kinds, each once, in order of first appearance."""
         return list(dict.fromkeys(r.kind for r in self.replicas))
 
+    @property
+    def first_of_each_kind(self) -> list[Replica]:
+        """The first replica of each kind, in the order of `kinds` (replicas of a kind are interchangeable)."""
+        first: dict[str, Replica] = {}
+        for r in self.replicas:
+            first.setdefault(r.kind, r)
+        return list(first.values())
+
     def describe(self) -> str:
         """Inline spec of this cluster (as `parse_replicas` reads it), grouping consecutive
         replicas of one kind; models are named only when the cluster serves several."""

@@ -135,7 +135,7 @@ def estimate(
             or a replica kind without a profile.
     """
     kinds = tuple(cluster.kinds)
-    first_of_kind = [next(r for r in cluster.replicas if r.kind == kind) for kind in kinds]
+    first_of_kind = cluster.first_of_each_kind
     kind_of_replica = np.array([kinds.index(r.kind) for r in cluster.replicas])
     prompt = requests["prompt_tokens"].to_numpy(dtype=float)
     output = np.asarray(output_tokens, dtype=float)
@@ -182,7 +182,7 @@ def estimate(
         riding_ms = token_costs.planning_chunk_price_ms(profile, chunk, best, float(prompt.sum()), float(steps.sum()))
         alpha, beta = token_costs.lower_bound_prices(profile, budget, limits.max_num_seqs, longest_prefill,
                                                      float(prompt.sum()), float(steps.sum()))
-        alpha_max = token_costs.lower_bound_prices(profile, budget, limits.max_num_seqs, longest_prefill, 1.0, 0.0)[0]
+        alpha_max = token_costs.least_prefill_price_ms(profile, budget, longest_prefill)
 
         prefill[:, k] = (own_prefill_ms + riding_ms * prompt) * MS
         work[:, k] = (own_prefill_ms + riding_ms * prompt + steps * share_ms + own_context_ms(d2)) * MS

@@ -23,11 +23,16 @@ def prefill_features(tokens, squares, prompts, ridge: float, kink: float) -> np.
     return np.stack(np.broadcast_arrays(*columns), axis=-1)
 
 
+def expert_load(batch, expert_share: float):
+    """1 - (1 - f)^B: the share of a mixture-of-experts model's experts that B tokens touch on
+    average, each routed to a share f of them (0 for dense models; scalar or array)."""
+    return 1.0 - (1.0 - expert_share) ** batch if expert_share else 0.0 * batch
+
+
 def decode_features(batch, context, expert_share: float = 0.0) -> np.ndarray:
     """Columns 1, B, C, B^2, 1 - (1 - f)^B of the decode form."""
     batch = np.asarray(batch, dtype=float)
-    experts = 1.0 - (1.0 - expert_share) ** batch if expert_share else np.zeros_like(batch)
-    return np.stack(np.broadcast_arrays(np.ones_like(batch), batch, context, batch**2, experts), axis=-1)
+    return np.stack(np.broadcast_arrays(np.ones_like(batch), batch, context, batch**2, expert_load(batch, expert_share)), axis=-1)
 
 
 def fit_prefill(tokens, squares, prompts, y, kinks=(2048.0,), ridges=RIDGE_GRID_TOKENS) -> tuple[float, float, np.ndarray]:

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from optimizer.common.errors import ProfileError
+from optimizer.common.files import atomic_output
 from optimizer.fleet.fit import fit_decode, fit_prefill, mape_pct, max_ape_pct
 from optimizer.fleet.gpus import GPUS, Gpu
 from optimizer.fleet.models import ModelShape
@@ -254,10 +255,8 @@ def _write_cache(key: str, profile: Profile) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 @functools.cache

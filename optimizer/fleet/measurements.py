@@ -67,6 +67,14 @@ def read_measurements(path) -> pd.DataFrame:
     (the header is line 1), with the path in ``attrs["path"]`` so that later errors can point at
     the file. Raises ProfileError naming the file, line and column of the first bad value.
     """
+    return read_checked_csv(path, TEXT_COLUMNS, SIZE_COLUMNS, TIME_COLUMNS, "milliseconds", "measurements")
+
+
+def read_checked_csv(path, text: tuple[str, ...], sizes: tuple[str, ...], times: tuple[str, ...],
+                     time_unit: str, what: str) -> pd.DataFrame:
+    """The named columns of a CSV, every cell checked: text non-empty, sizes positive whole
+    numbers, times positive numbers (of `time_unit`). Indexed by file line, path in attrs;
+    ProfileError naming the file, line and column of the first bad cell."""
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as file:
@@ -76,22 +84,24 @@ def read_measurements(path) -> pd.DataFrame:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ProfileError(f"cannot be read as CSV ({exc}).", path=path) from None
     if header is None:
-        raise ProfileError("is empty; it needs a header line and measurements.", path=path)
+        raise ProfileError(f"is empty; it needs a header line and {what}.", path=path)
     header = [name.strip() for name in header]
-    for column in REQUIRED_COLUMNS:
+    required = text + sizes + times
+    for column in required:
         if column not in header:
-            raise ProfileError(f"column is missing; the header must name {', '.join(REQUIRED_COLUMNS)}.", path=path, line=1, field=column)
+            raise ProfileError(f"column is missing; the header must name {', '.join(required)}.", path=path, line=1, field=column)
     if not records:
-        raise ProfileError("has no measurements after the header.", path=path, line=1)
-    position = {column: header.index(column) for column in REQUIRED_COLUMNS}
-    values: dict[str, list] = {column: [] for column in REQUIRED_COLUMNS}
+        raise ProfileError(f"has no {what} after the header.", path=path, line=1)
+    position = {column: header.index(column) for column in required}
+    values: dict[str, list] = {column: [] for column in required}
     for line, row in records:
         if len(row) != len(header):
             raise ProfileError(f"has {len(row)} fields but the header has {len(header)}.", path=path, line=line)
-        for column in REQUIRED_COLUMNS:
-            values[column].append(_parse(row[position[column]].strip(), column, path, line))
+        for column in required:
+            cell = row[position[column]].strip()
+            values[column].append(_parse(cell, column in text, column in sizes, time_unit, path, line, column))
     table = pd.DataFrame(values, index=pd.Index([line for line, _ in records], name="line"))
-    table = table.astype({**{c: "int64" for c in SIZE_COLUMNS}, **{c: "float64" for c in TIME_COLUMNS}})
+    table = table.astype({**{c: "int64" for c in sizes}, **{c: "float64" for c in times}})
     table.attrs["path"] = str(path)
     return table
 
@@ -226,8 +236,8 @@ def _whole_batches(rows: pd.DataFrame) -> pd.DataFrame:
 # Small helpers
 
 
-def _parse(text: str, column: str, path: Path, line: int):
-    if column in TEXT_COLUMNS:
+def _parse(text: str, is_text: bool, is_size: bool, time_unit: str, path: Path, line: int, column: str):
+    if is_text:
         if not text:
             raise ProfileError("is empty.", path=path, line=line, field=column)
         return text
@@ -235,7 +245,7 @@ def _parse(text: str, column: str, path: Path, line: int):
         value = float(text)
     except ValueError:
         raise ProfileError(f"is not a number: {text!r}.", path=path, line=line, field=column) from None
-    what = "a positive whole number" if column in SIZE_COLUMNS else "a positive number of milliseconds"
-    if not np.isfinite(value) or value <= 0 or (column in SIZE_COLUMNS and not value.is_integer()):
+    what = "a positive whole number" if is_size else f"a positive number of {time_unit}"
+    if not np.isfinite(value) or value <= 0 or (is_size and not value.is_integer()):
         raise ProfileError(f"must be {what}, not {text!r}.", path=path, line=line, field=column)
-    return int(value) if column in SIZE_COLUMNS else value
+    return int(value) if is_size else value

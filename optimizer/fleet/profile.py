@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from optimizer.common.errors import ProfileError
-from optimizer.fleet.fit import decode_features, prefill_features
+from optimizer.fleet.fit import decode_features, expert_load, prefill_features
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,11 @@ class Profile:
     decode_error_pct: float = float("nan")
 
     def weight_read_ms(self, batch_size=1):
-        """phi(B): what a mixed iteration pays once instead of twice (module docstring; vectorised)."""
-        experts = self.decode_ms_per_expert_load * (1.0 - (1.0 - self.decode_expert_share) ** batch_size) if self.decode_expert_share else 0.0
-        return np.minimum(self.decode_base_ms + experts, self.prefill_base_ms + self.prefill_ms_per_token * self.prefill_ridge_tokens)
+        """phi(B): what a mixed iteration pays once instead of twice (module docstring; scalar or array)."""
+        dense = self.decode_base_ms + self.decode_ms_per_expert_load * expert_load(batch_size, self.decode_expert_share)
+        ridge = self.prefill_base_ms + self.prefill_ms_per_token * self.prefill_ridge_tokens
+        # Plain floats on the simulator's per-iteration path; numpy for arrays.
+        return min(dense, ridge) if isinstance(dense, float) else np.minimum(dense, ridge)
 
     def prefill_time_ms(self, prompt_tokens) -> float | np.ndarray:
         """Time of a prefill iteration running ONE prompt of this many tokens (vectorised over numpy arrays)."""
@@ -98,13 +100,10 @@ class Profile:
             return self.decode_iteration_ms(batch_size, context_tokens)
         if batch_size <= 0:
             return self.prefill_iteration_ms(tokens, attention_tokens_sq, chunks)
-        # phi(B) in plain floats: this runs once per simulated iteration.
-        experts = self.decode_ms_per_expert_load * (1.0 - (1.0 - self.decode_expert_share) ** batch_size) if self.decode_expert_share else 0.0
-        phi = min(self.decode_base_ms + experts, self.prefill_base_ms + self.prefill_ms_per_token * self.prefill_ridge_tokens)
         return (
             self.prefill_iteration_ms(tokens + batch_size, attention_tokens_sq, chunks)
             + self.decode_iteration_ms(batch_size, context_tokens)
-            - phi
+            - self.weight_read_ms(batch_size)
         )
 
     def prefill_iteration_ms(self, tokens: float, attention_tokens_sq: float, prompts: int) -> float:
@@ -128,12 +127,11 @@ class Profile:
 
     def decode_fixed_ms(self, batch_size):
         """The part of a decode iteration that does not depend on context: d0 + d1 B + d3 B^2 + d4 (1 - (1 - f)^B) (vectorised)."""
-        expert_load = (1.0 - (1.0 - self.decode_expert_share) ** batch_size) if self.decode_expert_share else 0.0
         return (
             self.decode_base_ms
             + self.decode_ms_per_seq * batch_size
             + self.decode_ms_per_seq_sq * batch_size**2
-            + self.decode_ms_per_expert_load * expert_load
+            + self.decode_ms_per_expert_load * expert_load(batch_size, self.decode_expert_share)
         )
 
     def corrected(self, prefill_scale: float, prefill_overhead_ms: float, decode_scale: float, decode_overhead_ms: float,

@@ -52,9 +52,6 @@ def default_profile(replica: Replica) -> Profile:
             known = ", ".join(f"{m}@{g}-tp{t}" for m, g, t in sorted(builtin_profiles()))
             raise ProfileError(f"no bundled measurements of it; measured: {known}.")
         return measured
-    if source == "kernels":
-        if not gpu.kernel_system:
-            have = ", ".join(g.aliases[0] for g in GPUS.values() if g.kernel_system)
-            raise ProfileError(f"GPU {gpu.aliases[0]!r} has no kernel tables; GPUs with them: {have}.")
+    if source == "kernels":  # a GPU without tables is kernel_profile's error
         return kernel_profile(shape, gpu, replica.tp, replica.engine, replica.limits.kv_cache_dtype, replica.kv_capacity_tokens)
     return roofline_profile(shape, gpu, replica.tp, KV_CACHE_DTYPES[replica.limits.kv_cache_dtype])

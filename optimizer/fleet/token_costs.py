@@ -8,11 +8,11 @@ each request's own and are added per request exactly):
     fix(B)  = d0 + d1 B + d3 B^2 + d4 (1 - (1 - f)^B)           a decode step without context
     G(T, 0) = lin(T),   G(0, B) = fix(B),   G(T, B) = lin(T + B) + fix(B) - phi(B)   (phi as in the profile)
 
-- Planning prices (what a replica running full batches of B* spends):
-  c_tok = min_{T <= budget} lin(T) / T, prefill chunked at its cheapest size alone, and
-  c_mix = min_{T <= budget - B*} (lin(T + B*) - phi) / T, prefill riding on a decode step of
-  B* sequences (Sarathi, Orca and vLLM V1 mix them): the decode tokens join the chunk's weight
-  pass and the weights are read once, so a chunk costs its marginal time only.
+- Planning price (what a replica running full batches of B* spends, `planning_chunk_price_ms`):
+  a chunk of the engine's size that rides on a decode step of B* sequences (Sarathi, Orca and
+  vLLM V1 mix them) costs its marginal time only, lin(chunk) - phi(B*): the decode tokens
+  join the chunk's weight pass and the weights are read once. Chunks with no decode step to
+  ride on cost lin(chunk) alone.
 - Lower-bound prices (valid for every schedule): any alpha, beta >= 0 with
   alpha T + beta B <= G(T, B) for every iteration a replica can run make
   alpha x prompt tokens + beta x decode steps a lower bound on the time of the iterations
@@ -51,15 +51,11 @@ def _breakpoints(profile: Profile, low: int, high: int) -> np.ndarray:
     return np.unique(np.clip(np.array(points, dtype=float), low, max(low, high)))
 
 
-def chunk_price_ms(profile: Profile, budget_tokens: int, riding_batch: int = 0) -> tuple[float, int]:
-    """(c_tok, its chunk size) for riding_batch 0, or (c_mix, its size): least prefill time per
-    prompt token (module docstring)."""
-    phi = float(profile.weight_read_ms(riding_batch)) if riding_batch else 0.0
-    high = max(1, budget_tokens - riding_batch)
-    sizes = _breakpoints(profile, 1, high)
-    prices = (weight_pass_ms(profile, sizes + riding_batch) - phi) / sizes
-    best = int(np.argmin(prices))
-    return float(prices[best]), int(sizes[best])
+def least_prefill_price_ms(profile: Profile, budget_tokens: int, longest_prefill_tokens: int) -> float:
+    """alpha_max = min lin(x) / x over every prefill a replica can run (x up to the longest
+    unchunked prefill): no prompt token costs less, wherever it runs."""
+    sizes = _breakpoints(profile, 1, max(budget_tokens, int(longest_prefill_tokens)))
+    return float(np.min(weight_pass_ms(profile, sizes) / sizes))
 
 
 def planning_chunk_price_ms(profile: Profile, chunk_tokens: int, batch: int, prompt_tokens: float, decode_steps: float) -> float:
@@ -82,8 +78,7 @@ def lower_bound_prices(profile: Profile, budget_tokens: int, max_batch: int, lon
                        prompt_tokens: float, decode_steps: float) -> tuple[float, float]:
     """(alpha, beta) in ms per prompt token and per decode step; see the module docstring."""
     longest = max(budget_tokens, int(longest_prefill_tokens))
-    prefill_sizes = _breakpoints(profile, 1, longest)
-    alpha_max = float(np.min(weight_pass_ms(profile, prefill_sizes) / prefill_sizes))
+    alpha_max = least_prefill_price_ms(profile, budget_tokens, longest_prefill_tokens)
     batches = np.arange(1, max_batch + 1)
     fixed = np.asarray(profile.decode_fixed_ms(batches.astype(float)), dtype=float)
     # For each B, the candidate x = T + B of the mixed constraint (T >= 1).
@@ -94,10 +89,11 @@ def lower_bound_prices(profile: Profile, budget_tokens: int, max_batch: int, lon
             rows_x.append(x)
     rows_b, rows_x = np.array(rows_b, dtype=float), np.array(rows_x, dtype=float)
     mixed_fixed = weight_pass_ms(profile, rows_x) + fixed[rows_b.astype(int) - 1] - profile.weight_read_ms(rows_b)
-    best = (0.0, float(np.min(fixed / batches)))
+    pure_decode = float(np.min(fixed / batches))  # beta's cap from the pure decode steps
+    best = (0.0, pure_decode)
     best_value = best[1] * decode_steps
     for alpha in np.linspace(0.0, alpha_max, _ALPHA_GRID):
-        beta = min(float(np.min(fixed / batches)), float(np.min((mixed_fixed - alpha * (rows_x - rows_b)) / rows_b)))
+        beta = min(pure_decode, float(np.min((mixed_fixed - alpha * (rows_x - rows_b)) / rows_b)))
         beta = max(beta, 0.0)
         value = alpha * prompt_tokens + beta * decode_steps
         if value > best_value:
