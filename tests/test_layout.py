@@ -42,3 +42,17 @@ def test_every_module_lives_in_a_stage():
     """Tests that the package root holds only the public API: every module is in one stage."""
     assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py"]
     assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(STAGES)
+
+
+def test_the_package_never_imports_the_command_line():
+    """Tests that `optimizer` is usable without its command line: no module imports `cli` or
+    `commands`, so everything a command does is reachable from the API."""
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if any(name.split(".")[0] in ("cli", "commands") for name in names):
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not wrong, "\n".join(wrong)

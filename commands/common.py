@@ -1,0 +1,174 @@
+"""What every command shares: the terminal, the options, the error boundary and the steps
+that several commands take in the same way (load a trace, predict lengths, read deviations).
+
+Each command module imports from here; nothing here imports a command.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.status import Status
+
+import optimizer
+from optimizer.common.errors import OptimizerError
+from optimizer.fleet.calibration import load_profiles
+from optimizer.fleet.sources import profile_for
+from optimizer.serving.deviation import Deviations, parse_failure, parse_slowdown
+from optimizer.serving.predictor import (
+    LengthBelief,
+    fit_predictor,
+    noisy_oracle,
+    with_predictions,
+)
+
+# Wide enough for the tables when output goes to a file or a pipe (rich's default there is 80).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+# Options shared by every command that reads a trace.
+FormatOpt = Annotated[
+    Optional[str],
+    typer.Option("--format", help=f"Trace format, detected from the columns when omitted: {', '.join(optimizer.FORMATS)}."),
+]
+RateOpt = Annotated[
+    Optional[float],
+    typer.Option("--arrival-rate", help="Length-only tables: draw Poisson arrivals at this many requests/s (default: offline batch)."),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random draw.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Serve every request with this model, whatever the trace says.")]
+ReplicasOpt = Annotated[
+    str,
+    typer.Option("--replicas", help="Cluster: inline [MODEL@]GPU-tpN:COUNT groups, e.g. 'h100-tp4:4,a100-tp4:4', or a .toml/.json cluster file."),
+]
+ProfilesOpt = Annotated[
+    Optional[Path],
+    typer.Option("--profiles", help="Profile file (.json, from `profile calibrate`) or GPU measurements CSV (Splitwise perf_model columns, fitted) used for the configurations they cover."),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option("--engine", help="Serving engine of the kernel tables, NAME[==VERSION]: vllm, sglang, trtllm (default: the bundled measurements where they exist, else the newest vLLM the tables have)."),
+]
+SourceOpt = Annotated[
+    str,
+    typer.Option("--source", help="Where iteration times come from: auto, measured, kernels, roofline."),
+]
+TraceArg = Annotated[Path, typer.Argument(help="Trace file (CSV, JSON lines or Parquet).", show_default=False)]
+LengthErrorOpt = Annotated[
+    Optional[float],
+    typer.Option("--length-error", help="Noisy-oracle predictions: predicted = actual x lognormal error with this sigma (seeded by --seed); plans use them."),
+]
+PredictorOpt = Annotated[
+    Optional[Path],
+    typer.Option("--predictor", help="History trace (known output lengths) to fit the output-length predictor on; plans use its predictions."),
+]
+JitterOpt = Annotated[float, typer.Option("--jitter", help="Arrival jitter: each request arrives at max(0, planned + jitter x N(0,1)) seconds (seeded).")]
+SlowOpt = Annotated[list[str], typer.Option("--slow", help="REPLICA@SECONDS:FACTOR: the replica's iterations take FACTOR times as long from then on (repeatable).")]
+FailOpt = Annotated[list[str], typer.Option("--fail", help="REPLICA@SECONDS: the replica fails then; its requests are placed again (repeatable).")]
+SloTtftOpt = Annotated[Optional[float], typer.Option("--slo-ttft", help="Time-to-first-token target (s) of every request without its own.")]
+SloTbtOpt = Annotated[Optional[float], typer.Option("--slo-tbt", help="Mean time-between-tokens target (s) of every request without its own.")]
+SloE2eOpt = Annotated[Optional[float], typer.Option("--slo-e2e", help="End-to-end latency target (s) of every request without its own.")]
+
+SolverOpt = Annotated[str, typer.Option("--solver", help="Solver backend (cp-sat, scip, cbc) or heuristic (lpt, least-loaded, round-robin); see `solvers`.")]
+TimeLimitOpt = Annotated[float, typer.Option("--time-limit", help="Wall-clock seconds for the whole planning step.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (no progress, no summary).")]
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show an `OptimizerError` as one line on stderr and exit with code 1."""
+    try:
+        yield
+    except OptimizerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def read_trace(path: Path, format: str | None, arrival_rate: float | None, seed: int, model: str | None) -> optimizer.Trace:
+    return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model)
+
+
+def with_predicted_lengths(requests, length_error: float | None, history: Path | None, seed: int):
+    """The trace with the predictions plans use, and the belief about their error
+    (`optimizer.serving.predictor`): noisy oracle, fitted predictor, or the trace's own column."""
+    if length_error is not None and history is not None:
+        raise OptimizerError("Give either --length-error or --predictor, not both.")
+    if length_error is not None:
+        predicted = noisy_oracle(requests["output_tokens"].to_numpy(dtype=float), length_error, seed)
+        return with_predictions(requests, predicted), LengthBelief.lognormal(length_error)
+    if history is not None:
+        predictor = fit_predictor(optimizer.load_trace(history).requests)
+        return with_predictions(requests, predictor.predict(requests)), predictor.belief
+    return requests, LengthBelief.exact()
+
+
+def parse_deviations(jitter: float, slow: list[str], fail: list[str], seed: int, cluster) -> Deviations:
+    deviations = Deviations(jitter, tuple(parse_slowdown(t) for t in slow), tuple(parse_failure(t) for t in fail), seed)
+    deviations.check(cluster)
+    return deviations
+
+
+def read_profiles(path: Path | None) -> dict | None:
+    """The user's profiles (a profile file or measurements), taking precedence over the bundled sources."""
+    return None if path is None else load_profiles(path)
+
+
+def print_sources(cluster, profiles) -> None:
+    """One line per replica kind: where its iteration times come from, and the fit error."""
+    for number, replica in enumerate(cluster.first_of_each_kind):
+        kind = replica.kind
+        profile = profile_for(replica, profiles)
+        error = "" if profile.prefill_error_pct != profile.prefill_error_pct or profile.source.startswith("roofline") else \
+            f" (fit {profile.prefill_error_pct:.1f}% prefill, {profile.decode_error_pct:.1f}% decode)"
+        out.print(f"{'Times' if number == 0 else '':9}{kind}: {profile.source}{error}")
+
+
+def bounds_line(bounds: optimizer.Bounds) -> str:
+    parts = [f"{name} {value:,.1f} s" + (" (binds)" if name == bounds.binding else "")
+             for name, value in (("work", bounds.work_s), ("chain", bounds.chain_s), ("pcmax", bounds.pcmax_s))]
+    return ", ".join(parts)
+
+
+class LiveStatus:
+    """A live line on stderr while long work runs, on interactive terminals only: the
+    solver's incumbent, bound and gap while planning, the simulated time while simulating."""
+
+    def __init__(self, enabled: bool, label: str = ""):
+        self.status = Status(label or "working ...", console=Console(stderr=True)) if enabled else None
+        self.label = label
+        self.shown_at = 0.0
+
+    def __enter__(self) -> "LiveStatus":
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    @property
+    def solving(self):
+        """Progress callback of `optimizer.planning.solve`, or None when nothing is shown."""
+        return self._solving if self.status is not None else None
+
+    @property
+    def simulating(self):
+        """Progress callback of `optimizer.reporting.compare` (what runs, simulated seconds), or None."""
+        return self._simulating if self.status is not None else None
+
+    def _solving(self, incumbent: float, bound: float, elapsed_s: float) -> None:
+        gap = incumbent / bound - 1 if bound > 0 else float("inf")
+        self.status.update(f"incumbent {incumbent:,.2f} s  bound {bound:,.2f} s  gap {gap:.3%}  elapsed {elapsed_s:.1f} s")
+
+    def _simulating(self, label: str, now_s: float) -> None:
+        # A new step (time 0) shows at once; the clock at most 10 times a second.
+        if now_s == 0.0 or time.monotonic() - self.shown_at > 0.1:
+            self.shown_at = time.monotonic()
+            self.status.update(f"{label}  simulated time {now_s:,.1f} s" if now_s else label)
