@@ -5,9 +5,19 @@
 - ``scip``: OR-Tools' linear solver wrapper with SCIP. (Its HiGHS engine crashed the
   process on the class MIP with OR-Tools 9.15, so it is not offered.)
 
-Both ``scip`` and ``cbc`` run in a child process that is killed at the deadline plus a
-grace period: each has been seen running far past its own limit.
 - ``cbc``: PuLP with its bundled CBC.
+
+Every backend runs in a forked child process: SCIP and CBC have been seen running far past
+their own limits, and CP-SAT 9.15 has aborted the whole process (a failed check in its
+postsolve). The child is killed at the deadline plus a grace period; a child that dies or
+raises leaves a `BackendResult` with status ``FAILED`` and a one-line reason, and the caller
+keeps its incumbent plan.
+
+CP-SAT stops on deterministic work (``max_deterministic_time``) and on the requested
+relative gap, both set as parameters (never from the solution callback, which only reports
+progress): the same inputs and seed give the same answer on an idle or a loaded machine.
+The wall-clock limit is a safety net; when it is what stopped the search, the result says
+so (``wall_clock_cut``), and with ``wall_clock_cap=False`` there is none.
 
 Each returns a `BackendResult`: a status (``OPTIMAL``, ``FEASIBLE``, ``NO_SOLUTION``,
 ``INFEASIBLE``), the variable values (or None), the objective and the proven bound of C.
@@ -15,12 +25,13 @@ Each returns a `BackendResult`: a status (``OPTIMAL``, ``FEASIBLE``, ``NO_SOLUTI
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,6 +51,10 @@ class BackendResult:
     objective: float
     bound: float
     time_s: float
+    #: True when the wall clock, not the deterministic budget or the gap, stopped the solver.
+    wall_clock_cut: bool = False
+    #: Why the solver failed (status FAILED), one line; empty otherwise.
+    message: str = ""
 
 
 #: Called with (incumbent C, bound, elapsed seconds) when a solver reports progress.
@@ -72,23 +87,35 @@ def solve_model(
     seed: int,
     deterministic_limit_s: float | None = None,
     progress: Progress | None = None,
+    relative_gap: float = RELATIVE_GAP,
+    wall_clock_cap: bool = True,
 ) -> BackendResult:
-    """Solve `model`; `deterministic_limit_s` (CP-SAT's work units, close to seconds) stops
-    CP-SAT at the same point on every run, `time_limit_s` is the wall-clock cap, building
-    the solver's own model included."""
+    """Solve `model`, starting from its hint.
+
+    `deterministic_limit_s` (CP-SAT's work units, close to seconds) stops CP-SAT at the same
+    point on every run; `time_limit_s` is the wall-clock cap, building the solver's own
+    model included (none when `wall_clock_cap` is False). The solver stops once its plan is
+    within `relative_gap` of its bound. When the hint already is within that gap of C's
+    lower limit (a proven bound), no solver runs: the hint is returned as it is.
+    """
     started = time.perf_counter()
-    deadline = started + time_limit_s
+    deadline = started + time_limit_s if wall_clock_cap else np.inf
+    c = model.objective
+    if model.hint[c] <= model.lower[c] * (1 + relative_gap):
+        # Nothing to gain; and CP-SAT 9.15 aborts when told to stop on its first (hinted) solution.
+        status = "OPTIMAL" if model.hint[c] <= model.lower[c] else "FEASIBLE"
+        return BackendResult(status, np.asarray(model.hint, dtype=float), model.hint[c], model.lower[c], 0.0)
     if backend == "cp-sat":
         budget = time_limit_s if deterministic_limit_s is None else deterministic_limit_s
-        result = _cp_sat(model, deadline, budget, num_workers, seed, progress)
+        work = functools.partial(_cp_sat, deterministic_limit_s=budget, num_workers=num_workers, seed=seed, relative_gap=relative_gap)
     elif backend == "scip":
-        # SCIP's presolve has been seen running 20 s past its limit: a killable child.
-        result = _in_child_process(_scip, model, deadline)
+        work = functools.partial(_scip, relative_gap=relative_gap)
     elif backend == "cbc":
-        result = _in_child_process(_pulp_cbc, model, deadline)
+        work = functools.partial(_pulp_cbc, relative_gap=relative_gap)
     else:  # the facade checks names first; this is a programming error
         raise ValueError(f"unknown backend {backend!r}")
-    return BackendResult(result.status, result.values, result.objective, result.bound, time.perf_counter() - started)
+    result = _in_child_process(work, model, deadline, progress)
+    return replace(result, time_s=time.perf_counter() - started)
 
 
 def lp_relaxation(model: LinearModel) -> float:
@@ -113,7 +140,14 @@ def _remaining(deadline: float) -> float:
 
 
 def _cp_sat(
-    model: LinearModel, deadline: float, deterministic_limit_s: float, num_workers: int, seed: int, progress: Progress | None
+    model: LinearModel,
+    deadline: float,
+    report: Progress | None,
+    *,
+    deterministic_limit_s: float,
+    num_workers: int,
+    seed: int,
+    relative_gap: float,
 ) -> BackendResult:
     from ortools.sat.python import cp_model
 
@@ -153,37 +187,48 @@ def _cp_sat(
     for i, value in enumerate(hint):
         cp.add_hint(variables[i], max(value, needed) if i == c else value)
     solver = cp_model.CpSolver()
-    solver.parameters.num_workers = num_workers
-    solver.parameters.random_seed = seed
-    # Interleaved workers on one thread, stopped by deterministic time: the same inputs and
-    # seed give the same plan on any machine, unless the wall-clock cap (a safety net)
-    # stops the search first on a heavily loaded machine.
-    solver.parameters.interleave_search = True
-    solver.parameters.max_deterministic_time = float(deterministic_limit_s)
-    solver.parameters.max_time_in_seconds = _remaining(deadline)
-    # Stop within 0.01% of the bound, as MIP solvers do by default: proving the last
-    # fraction of a percent on a class model is not worth the time limit.
-    solver.parameters.relative_gap_limit = RELATIVE_GAP
-
-    # C's lower limit is a proven lower bound (for the class model, its LP relaxation): a
-    # plan within 0.01% of it is good enough.
-    good_enough = model.lower[c] * (1 + 1e-4)
+    configure_cp_sat(solver, deterministic_limit_s=deterministic_limit_s, deadline=deadline, num_workers=num_workers, seed=seed, relative_gap=relative_gap)
 
     class Callback(cp_model.CpSolverSolutionCallback):
-        def on_solution_callback(self) -> None:
-            if progress is not None:
-                progress(self.objective_value * unit, self.best_objective_bound * unit, self.wall_time)
-            if self.objective_value * unit <= good_enough:
-                self.stop_search()
+        """Reports progress only: stopping from here made CP-SAT 9.15 abort in postsolve."""
 
-    status = solver.solve(cp, Callback())
+        def on_solution_callback(self) -> None:
+            report(self.objective_value * unit, self.best_objective_bound * unit, self.wall_time)
+
+    status = solver.solve(cp, Callback() if report is not None else None)
     names = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE", cp_model.INFEASIBLE: "INFEASIBLE"}
     name = names.get(status, "NO_SOLUTION")
+    cut = stopped_by_wall_clock(solver, name, deterministic_limit_s)
     if name in ("OPTIMAL", "FEASIBLE"):
         values = np.array([solver.value(v) for v in variables], dtype=float)
         values[c] *= unit
-        return BackendResult(name, values, solver.objective_value * unit, solver.best_objective_bound * unit, 0.0)
-    return BackendResult(name, None, np.inf, solver.best_objective_bound * unit if name != "INFEASIBLE" else np.inf, 0.0)
+        return BackendResult(name, values, solver.objective_value * unit, solver.best_objective_bound * unit, 0.0, cut)
+    return BackendResult(name, None, np.inf, solver.best_objective_bound * unit if name != "INFEASIBLE" else np.inf, 0.0, cut)
+
+
+def configure_cp_sat(solver, *, deterministic_limit_s: float, deadline: float, num_workers: int, seed: int, relative_gap: float) -> None:
+    """CP-SAT parameters for a reproducible search: interleaved workers on one thread, stopped
+    by deterministic work and by the gap, with the wall clock only as a safety net."""
+    # interleave_search runs `num_workers` subsolvers in a fixed schedule, the same whatever
+    # the machine. Its default batch (one task per worker at a time) spread over threads
+    # used ~1.9 of the 2 cores here and overshot the deterministic limit 3-8x (1 unit
+    # asked, 8 spent), so the wall-clock cap decided; one task at a time stays on one core
+    # and stops at the limit.
+    solver.parameters.interleave_search = True
+    solver.parameters.num_workers = max(int(num_workers), 1)
+    solver.parameters.interleave_batch_size = 1
+    solver.parameters.random_seed = int(seed) % 2**31
+    solver.parameters.max_deterministic_time = float(deterministic_limit_s)
+    if np.isfinite(deadline):
+        solver.parameters.max_time_in_seconds = _remaining(deadline)
+    solver.parameters.relative_gap_limit = float(relative_gap)
+
+
+def stopped_by_wall_clock(solver, status: str, deterministic_limit_s: float) -> bool:
+    """True when CP-SAT stopped on its time limit before its deterministic budget ran out."""
+    if status in ("OPTIMAL", "INFEASIBLE"):
+        return False
+    return solver.response_proto.deterministic_time < 0.99 * deterministic_limit_s
 
 
 def _integral_times(model: LinearModel) -> bool:
@@ -206,7 +251,7 @@ def _widen(cp, variable, upper: int):
     return variable
 
 
-def _scip(model: LinearModel, deadline: float) -> BackendResult:
+def _scip(model: LinearModel, deadline: float, report: Progress | None, *, relative_gap: float) -> BackendResult:
     from ortools.linear_solver import pywraplp
 
     solver = pywraplp.Solver.CreateSolver("SCIP")
@@ -221,8 +266,11 @@ def _scip(model: LinearModel, deadline: float) -> BackendResult:
             row.SetCoefficient(variables[i], a)
     solver.Minimize(variables[model.objective])
     solver.SetHint(variables, [float(v) for v in model.hint])
-    solver.SetTimeLimit(int(_remaining(deadline) * 1000))
-    status = solver.Solve()
+    if np.isfinite(deadline):
+        solver.SetTimeLimit(int(_remaining(deadline) * 1000))
+    parameters = pywraplp.MPSolverParameters()
+    parameters.SetDoubleParam(pywraplp.MPSolverParameters.RELATIVE_MIP_GAP, float(relative_gap))
+    status = solver.Solve(parameters)
     if status in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         values = np.array([v.solution_value() for v in variables])
         name = "OPTIMAL" if status == pywraplp.Solver.OPTIMAL else "FEASIBLE"
@@ -232,7 +280,7 @@ def _scip(model: LinearModel, deadline: float) -> BackendResult:
     return BackendResult("NO_SOLUTION", None, np.inf, -np.inf, 0.0)
 
 
-def _pulp_cbc(model: LinearModel, deadline: float) -> BackendResult:
+def _pulp_cbc(model: LinearModel, deadline: float, report: Progress | None, *, relative_gap: float) -> BackendResult:
     import pulp
 
     problem = pulp.LpProblem("makespan", pulp.LpMinimize)
@@ -252,7 +300,8 @@ def _pulp_cbc(model: LinearModel, deadline: float) -> BackendResult:
                 problem += (expr >= lo, f"r{number}l")
     for variable, value in zip(variables, model.hint):
         variable.setInitialValue(value)
-    status = problem.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=_remaining(deadline), warmStart=True, threads=1))
+    limit = _remaining(deadline) if np.isfinite(deadline) else None
+    status = problem.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, gapRel=relative_gap, warmStart=True, threads=1))
     values = np.array([v.value() if v.value() is not None else np.nan for v in variables], dtype=float)
     if pulp.LpStatus[status] == "Infeasible":
         return BackendResult("INFEASIBLE", None, np.inf, np.inf, 0.0)
@@ -263,34 +312,52 @@ def _pulp_cbc(model: LinearModel, deadline: float) -> BackendResult:
     return BackendResult(name, values, values[model.objective], bound, 0.0)
 
 
-def _child(connection, function, model, deadline) -> None:
-    os.setpgrp()  # its own process group, so the solver it starts dies with it
+def _child(connection, function, model, deadline, with_progress: bool) -> None:
+    os.setpgrp()  # its own process group: the solver it starts dies with it, Ctrl-C spares it
+    report = (lambda *values: connection.send(("progress", values))) if with_progress else None
     try:
-        connection.send(function(model, deadline))
-    except Exception as exc:  # reported to the parent, which decides
-        connection.send(exc)
+        connection.send(("result", function(model, deadline, report)))
+    except BaseException as exc:  # reported to the parent, which keeps its incumbent
+        connection.send(("failed", f"{type(exc).__name__}: {exc}".splitlines()[0]))
 
 
-def _in_child_process(function, model: LinearModel, deadline: float) -> BackendResult:
-    """Run `function(model, deadline)` in a child process killed at the deadline plus grace."""
+def _in_child_process(function, model: LinearModel, deadline: float, progress: Progress | None = None) -> BackendResult:
+    """Run `function(model, deadline, report)` in a forked child killed at the deadline plus
+    grace; progress reports are relayed to `progress`. A child that dies, raises or overruns
+    gives status FAILED (with a reason) or NO_SOLUTION, never an exception here."""
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(send, function, model, deadline), daemon=True)
+    child = context.Process(target=_child, args=(send, function, model, deadline, progress is not None), daemon=True)
     child.start()
     send.close()
-    result = None
-    if receive.poll(max(deadline - time.perf_counter(), 0.0) + KILL_GRACE_S):
-        try:
-            result = receive.recv()
-        except EOFError:
-            result = None
+    result: BackendResult | None = None
+    failure = ""
     try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    child.join()
-    if isinstance(result, Exception):
-        raise result
+        while result is None and not failure:
+            wait = None if not np.isfinite(deadline) else max(deadline - time.perf_counter(), 0.0) + KILL_GRACE_S
+            if not receive.poll(wait):
+                break  # overran: killed below
+            try:
+                kind, payload = receive.recv()
+            except EOFError:
+                child.join()
+                failure = f"the solver process ended without an answer (exit code {child.exitcode})"
+                break
+            if kind == "progress":
+                progress(*payload)
+            elif kind == "result":
+                result = payload
+            else:
+                failure = payload
+    finally:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        child.join()
+        receive.close()
+    if failure:
+        return BackendResult("FAILED", None, np.inf, -np.inf, 0.0, False, failure)
     if result is None:
-        return BackendResult("NO_SOLUTION", None, np.inf, -np.inf, 0.0)
+        return BackendResult("NO_SOLUTION", None, np.inf, -np.inf, 0.0, True)
     return result

@@ -93,6 +93,11 @@ class Result:
     incumbent: float
     formulation: str = ""
     backend_status: str = ""
+    #: True when the wall-clock limit stopped the solver before its deterministic budget:
+    #: the plan may then differ between runs on a loaded machine.
+    wall_clock_cut: bool = False
+    #: One line on what went wrong in the solver (the plan is then the incumbent), else "".
+    message: str = ""
 
     @property
     def gap(self) -> float:
@@ -158,6 +163,8 @@ def solve(
         found.incumbent,
         found.formulation,
         found.backend_status,
+        found.wall_clock_cut,
+        found.message,
     )
 
 
@@ -182,6 +189,8 @@ class Optimized:
     incumbent: float
     formulation: str
     backend_status: str
+    wall_clock_cut: bool = False
+    message: str = ""
 
 
 def optimize(
@@ -217,6 +226,7 @@ def optimize(
         chosen = "per-request" if n <= PER_REQUEST_MAX_PER_REPLICA * m and n * m <= PER_REQUEST_LIMIT else "class"
 
     best, best_score, backend_status, proven = incumbent, upper, "NOT_RUN", lower_bound
+    cut, message = False, ""
     if upper > lower_bound * (1 + 1e-9):  # otherwise the incumbent is already optimal
         if chosen == "per-request":
             model, x = per_request_model(estimates, incumbent, lower_bound, upper)
@@ -239,7 +249,9 @@ def optimize(
             seed=seed,
             progress=progress,
         )
-        backend_status = found.status
+        backend_status, cut, message = found.status, found.wall_clock_cut, found.message
+        if found.status == "FAILED":
+            message = f"The {solver} solver failed ({found.message}); the plan is the heuristic incumbent."
         if found.values is not None:
             if chosen == "per-request":
                 assignment = _from_per_request(found.values, x)
@@ -253,7 +265,7 @@ def optimize(
             proven = max(proven, min(found.bound, best_score))
     # 1e-6: solvers report values to about that precision (CBC to 8 digits).
     status = "OPTIMAL" if best_score <= proven * (1 + 1e-6) else "FEASIBLE"
-    return Optimized(best, status, best_score, proven, upper, chosen, backend_status)
+    return Optimized(best, status, best_score, proven, upper, chosen, backend_status, cut, message)
 
 
 def _heuristic(name: str, work: np.ndarray, estimates: Estimates) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ from optimizer import OptimizerError, load_trace, parse_replicas, plan_violation
 from optimizer.fleet.estimates import estimate, planning_lengths
 from optimizer.planning.backends import _in_child_process
 from optimizer.planning.bounds import work_bound
-from optimizer.planning.pcmax import solve_pcmax
+from optimizer.planning.pcmax import read_pcmax, solve_pcmax
 from optimizer.planning.solve import HEURISTICS
 
 TRACES = Path(__file__).parent.parent.parent / "traces"
+DATA = Path(__file__).parent.parent / "data" / "pcmax"
 
 instances = st.integers(min_value=1, max_value=12).flatmap(
     lambda n: st.tuples(
@@ -161,8 +163,28 @@ def test_a_solver_that_overruns_is_killed():
     assert result.status == "NO_SOLUTION" and result.values is None
 
 
-def _sleep_forever(model, deadline):
+def _sleep_forever(model, deadline, report):
     time.sleep(3600)
+
+
+def _abort(model, deadline, report):
+    os.abort()
+
+
+def test_a_solver_that_aborts_leaves_a_failure_line_not_a_dead_process():
+    """Tests that a solver crashing its process (as CP-SAT 9.15 did with SIGABRT) is reported as
+    FAILED with one line, and the caller carries on."""
+    result = _in_child_process(_abort, None, time.perf_counter() + 30)
+    assert result.status == "FAILED" and result.values is None
+    assert "exit code -6" in result.message and "\n" not in result.message
+
+
+def test_incumbent_within_the_stop_test_of_the_bound_does_not_crash():
+    """Tests the regenerated E2 instance (n=100, m=2, LPT 2 units above the bound) that made
+    CP-SAT abort the process: `pcmax` now returns a plan no worse than LPT."""
+    m, times = read_pcmax(DATA / "e2_100_2_9.txt")
+    result = solve_pcmax(m, times, time_limit_s=5)
+    assert result.makespan <= 24392 and result.lower_bound <= result.makespan
 
 
 def test_planning_errors_are_clear():
