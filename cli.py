@@ -7,9 +7,25 @@ stderr and exit code 1.
 
 from __future__ import annotations
 
-import typer
+import os
+import signal
+import sys
 
-from commands import bounds, catalog, compare, pcmax, plan, predict, profile, report, simulate, solve, trace
+
+def _interrupted_while_starting(signum, frame) -> None:
+    # Loading pandas, OR-Tools and the kernel tables takes a moment: Ctrl-C then is one line too.
+    print("error: interrupted; no output was written or changed.", file=sys.stderr)
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import typer  # noqa: E402
+
+from commands import bounds, catalog, compare, pcmax, plan, predict, profile, report, simulate, solve, trace  # noqa: E402
+from commands.common import OneLineErrors  # noqa: E402
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 app = typer.Typer(
     help="Plan LLM inference across a fleet of GPU replicas.",
@@ -17,6 +33,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,
 )
 # Top-level commands, in the order `--help` lists them.
 for module in (solve, pcmax, bounds, simulate, compare, report, predict, catalog):

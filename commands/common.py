@@ -6,8 +6,11 @@ Each command module imports from here; nothing here imports a command.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,52 +36,116 @@ from optimizer.serving.predictor import (
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
+#: Largest seed: CP-SAT takes a 32-bit signed seed, numpy any non-negative one.
+MAX_SEED = 2**31 - 1
+
+
+def number_in(low: float, high: float = math.inf, *, above: bool = False, integer: bool = False):
+    """A typer callback that accepts a finite number in [low, high] (or (low, high] with
+    `above`), and None; anything else (nan, inf, out of range) is one line naming the option."""
+
+    def check(value):
+        if value is None or (isinstance(value, (int, float)) and math.isfinite(value)
+                             and (value > low if above else value >= low) and value <= high):
+            return value
+        bounds = f"{'above' if above else 'at least'} {low:g}" + (f" and at most {high:,.0f}" if high < math.inf else "")
+        raise typer.BadParameter(f"must be a finite {'whole ' if integer else ''}number {bounds}, got {value}.")
+
+    return check
+
+
 # Options shared by every command that reads a trace.
 FormatOpt = Annotated[
     Optional[str],
-    typer.Option("--format", help=f"Trace format, detected from the columns when omitted: {', '.join(optimizer.FORMATS)}."),
+    typer.Option("--format", metavar="FORMAT", help=f"Trace format, detected from the columns when omitted: {', '.join(optimizer.FORMATS)}."),
 ]
 RateOpt = Annotated[
     Optional[float],
-    typer.Option("--arrival-rate", help="Length-only tables: draw Poisson arrivals at this many requests/s (default: offline batch)."),
+    typer.Option("--arrival-rate", metavar="PER_S", callback=number_in(0, above=True),
+                 help="Length-only tables: draw Poisson arrivals at this many requests/s (default: offline batch)."),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random draw.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Serve every request with this model, whatever the trace says.")]
+SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", callback=number_in(0, MAX_SEED, integer=True), help="Seed of every random draw.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", metavar="MODEL", help="Serve every request with this model, whatever the trace says.")]
 ReplicasOpt = Annotated[
     str,
-    typer.Option("--replicas", help="Cluster: inline [MODEL@]GPU-tpN:COUNT groups, e.g. 'h100-tp4:4,a100-tp4:4', or a .toml/.json cluster file."),
+    typer.Option("--replicas", metavar="SPEC", help="Cluster: inline [MODEL@]GPU-tpN:COUNT groups, e.g. 'h100-tp4:4,a100-tp4:4', or a .toml/.json cluster file."),
 ]
 ProfilesOpt = Annotated[
     Optional[Path],
-    typer.Option("--profiles", help="Profile file (.json, from `profile calibrate`) or GPU measurements CSV (Splitwise perf_model columns, fitted) used for the configurations they cover."),
+    typer.Option("--profiles", metavar="FILE", help="Profile file (.json, from `profile calibrate`) or GPU measurements CSV (Splitwise perf_model columns, fitted) used for the configurations they cover."),
 ]
 EngineOpt = Annotated[
     str,
-    typer.Option("--engine", help="Serving engine of the kernel tables, NAME[==VERSION]: vllm, sglang, trtllm (default: the bundled measurements where they exist, else the newest vLLM the tables have)."),
+    typer.Option("--engine", metavar="NAME[==VERSION]", help="Serving engine of the kernel tables: vllm, sglang, trtllm (default: the bundled measurements where they exist, else the newest vLLM the tables have)."),
 ]
 SourceOpt = Annotated[
     str,
-    typer.Option("--source", help="Where iteration times come from: auto, measured, kernels, roofline."),
+    typer.Option("--source", metavar="SOURCE", help="Where iteration times come from: auto, measured, kernels, roofline."),
 ]
-TraceArg = Annotated[Path, typer.Argument(help="Trace file (CSV, JSON lines or Parquet).", show_default=False)]
+TraceArg = Annotated[Path, typer.Argument(metavar="TRACE", help="Trace file (CSV, JSON lines or Parquet).", show_default=False)]
 LengthErrorOpt = Annotated[
     Optional[float],
-    typer.Option("--length-error", help="Noisy-oracle predictions: predicted = actual x lognormal error with this sigma (seeded by --seed); plans use them."),
+    typer.Option("--length-error", metavar="SIGMA", callback=number_in(0, 10),
+                 help="Noisy-oracle predictions: predicted = actual x lognormal error with this sigma (seeded by --seed); plans use them."),
 ]
 PredictorOpt = Annotated[
     Optional[Path],
-    typer.Option("--predictor", help="History trace (known output lengths) to fit the output-length predictor on; plans use its predictions."),
+    typer.Option("--predictor", metavar="HISTORY", help="History trace (known output lengths) to fit the output-length predictor on; plans use its predictions."),
 ]
-JitterOpt = Annotated[float, typer.Option("--jitter", help="Arrival jitter: each request arrives at max(0, planned + jitter x N(0,1)) seconds (seeded).")]
-SlowOpt = Annotated[list[str], typer.Option("--slow", help="REPLICA@SECONDS:FACTOR: the replica's iterations take FACTOR times as long from then on (repeatable).")]
-FailOpt = Annotated[list[str], typer.Option("--fail", help="REPLICA@SECONDS: the replica fails then; its requests are placed again (repeatable).")]
-SloTtftOpt = Annotated[Optional[float], typer.Option("--slo-ttft", help="Time-to-first-token target (s) of every request without its own.")]
-SloTbtOpt = Annotated[Optional[float], typer.Option("--slo-tbt", help="Mean time-between-tokens target (s) of every request without its own.")]
-SloE2eOpt = Annotated[Optional[float], typer.Option("--slo-e2e", help="End-to-end latency target (s) of every request without its own.")]
+JitterOpt = Annotated[float, typer.Option("--jitter", metavar="SECONDS", callback=number_in(0),
+                                          help="Arrival jitter: each request arrives at max(0, planned + jitter x N(0,1)) seconds (seeded).")]
+SlowOpt = Annotated[list[str], typer.Option("--slow", metavar="REPLICA@SECONDS:FACTOR", help="The replica's iterations take FACTOR times as long from then on (repeatable).")]
+FailOpt = Annotated[list[str], typer.Option("--fail", metavar="REPLICA@SECONDS", help="The replica fails then; its requests are placed again (repeatable).")]
+SloTtftOpt = Annotated[Optional[float], typer.Option("--slo-ttft", metavar="SECONDS", callback=number_in(0, above=True),
+                                                     help="Time-to-first-token target (s) of every request without its own.")]
+SloTbtOpt = Annotated[Optional[float], typer.Option("--slo-tbt", metavar="SECONDS", callback=number_in(0, above=True),
+                                                    help="Mean time-between-tokens target (s) of every request without its own.")]
+SloE2eOpt = Annotated[Optional[float], typer.Option("--slo-e2e", metavar="SECONDS", callback=number_in(0, above=True),
+                                                    help="End-to-end latency target (s) of every request without its own.")]
 
-SolverOpt = Annotated[str, typer.Option("--solver", help="Solver backend (cp-sat, scip, cbc) or heuristic (lpt, least-loaded, round-robin); see `solvers`.")]
-TimeLimitOpt = Annotated[float, typer.Option("--time-limit", help="Wall-clock seconds for the whole planning step.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (no progress, no summary).")]
+SolverOpt = Annotated[str, typer.Option("--solver", metavar="NAME", help="Solver backend (cp-sat, scip, cbc) or heuristic (lpt, least-loaded, round-robin); see `solvers`.")]
+#: A week: longer limits are almost certainly a typo (and overflow some solvers' timers).
+MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
+TimeLimitOpt = Annotated[float, typer.Option("--time-limit", metavar="SECONDS", callback=number_in(0, MAX_TIME_LIMIT_S, above=True),
+                                             help="Wall-clock seconds for the whole planning step.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print nothing but errors (no progress, no summary).")]
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The app's outer error boundary: a mistake on the command line (an unknown option, a
+    value of the wrong type, a missing file argument) is one line on stderr and exit code 1,
+    like every other error, not a usage box with exit code 2; an interrupt (Ctrl-C) is one
+    line and exit code 130, and leaves every output file as it was (outputs are renamed
+    into place only when complete)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # typer's own click errors: usage, bad values, no such command
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # the help text, as before
+                code = 0
+            else:
+                typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+                code = 1
+        except typer.Abort:
+            code = 130
+        except MemoryError:
+            typer.echo("error: out of memory; nothing was written. Try a smaller trace or fleet.", err=True)
+            code = 1
+        except Exception as exc:  # a bug of ours: still one line, and nothing half-written
+            if os.environ.get("FLEET_OPTIMIZER_DEBUG"):
+                raise
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            typer.echo(f"error: internal error {type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno}; "
+                       "nothing was written; set FLEET_OPTIMIZER_DEBUG=1 for the traceback and please report it).", err=True)
+            code = 1
+        if code == 130:
+            typer.echo("error: interrupted; no output was written or changed.", err=True)
+        code = code if isinstance(code, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
 
 @contextmanager
 def user_errors() -> Iterator[None]:

@@ -69,7 +69,7 @@ def test_trace_convert_then_solve(tmp_path):
         (["solve", str(DATA / "burstgpt.csv")], "ask for model 'ChatGPT', which no replica serves"),
         (["solve", str(DATA / "vidur.csv"), "--replicas", "v100-tp4:2"], "Unknown GPU 'v100'"),
         (["solve", str(DATA / "vidur.csv"), "--solver", "gurobi"], "Unknown solver 'gurobi'; choose one of: cp-sat"),
-        (["solve", str(DATA / "vidur.csv"), "--time-limit", "0"], "time limit must be greater than 0 seconds"),
+        (["solve", str(DATA / "vidur.csv"), "--time-limit", "0"], "Invalid value for '--time-limit': must be a finite number above 0"),
         (["solve", str(DATA / "vidur.csv"), "--formulation", "fancy"], "Unknown formulation 'fancy'"),
         (["solve", str(DATA / "vidur.csv"), "--format", "mooncake"], "vidur.csv:1: timestamp: missing column for the mooncake format"),
         (["solve", str(DATA / "vidur.csv"), "--arrival-rate", "3"], "an arrival rate applies only to length-only tables"),

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from optimizer.common.errors import OptimizerError  # noqa: E402
-from optimizer.common.files import atomic_output, check_folder  # noqa: E402
+from optimizer.common.files import all_or_nothing, atomic_output, check_folder  # noqa: E402
 from optimizer.planning.bounds import Bounds  # noqa: E402
 from optimizer.reporting.compare import display_rows  # noqa: E402
 from optimizer.serving.results import busy_intervals  # noqa: E402
@@ -261,16 +261,33 @@ def check_report_dir(out_dir: str | Path) -> Path:
 
 
 def write_report(out_dir: str | Path, page: str, figures: list[Figure]) -> Path:
-    """Write index.html and the PNGs into `out_dir` (created if needed), each file atomically."""
+    """Write index.html and the PNGs into `out_dir` (created if needed), all or none.
+
+    PNGs that an earlier report in the same folder wrote (named in its index.html) and
+    this one does not are removed, so the folder never mixes charts of two runs.
+    """
     out_dir = check_report_dir(out_dir)
     out_dir.mkdir(exist_ok=True)
-    for figure in figures:
-        with atomic_output(out_dir / figure.name) as tmp:
-            tmp.write_bytes(figure.png)
     index = out_dir / "index.html"
-    with atomic_output(index) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    stale = set(_figure_names(index)) - {figure.name for figure in figures}
+    with all_or_nothing():
+        for figure in figures:
+            with atomic_output(out_dir / figure.name) as tmp:
+                tmp.write_bytes(figure.png)
+        with atomic_output(index) as tmp:
+            tmp.write_text(page, encoding="utf-8")
+    for name in sorted(stale):
+        (out_dir / name).unlink(missing_ok=True)
     return index
+
+
+def _figure_names(index: Path) -> list[str]:
+    """The PNG names an earlier report's index.html lists (its figures' ids), if any."""
+    try:
+        text = index.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [name for name in re.findall(r'<figure id="([^"/\\]+\.png)">', text) if not name.startswith(".")]
 
 
 STYLE = """
