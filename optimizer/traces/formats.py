@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from optimizer.common.errors import TraceError
+from optimizer.traces.batch import batch
 from optimizer.traces.lengths import lengths
 from optimizer.traces.logs import azure, burstgpt, mooncake, native, splitwise, vidur
 from optimizer.traces.rows import Converted, Options, Rows
@@ -93,6 +94,14 @@ FORMATS: dict[str, TraceFormat] = {
             (),
             ("question", "answer"),
             gsm8k,
+        ),
+        TraceFormat(
+            "batch",
+            "OpenAI batch file (JSON lines: custom_id, method, url, body; prompt tokens counted by --tokenizer or estimated)",
+            ("custom_id", "body"),
+            ("method", "url"),
+            ("custom_id",),
+            batch,
         ),
         TraceFormat(
             "lengths",

@@ -21,9 +21,11 @@ import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
 from optimizer.common.errors import TraceError
-from optimizer.traces.formats import TraceFormat, detect
+from optimizer.traces.batch import read_batch
+from optimizer.traces.formats import FORMATS, TraceFormat, detect
 from optimizer.traces.rows import Converted, Options, Rows
 from optimizer.traces.table import TARGET_COLUMNS, Trace
+from optimizer.traces.tokens import load_tokenizer
 
 
 def _container(path: Path) -> str:
@@ -31,7 +33,8 @@ def _container(path: Path) -> str:
         head = f.read(4096)
     if head.startswith(b"PAR1"):
         return "parquet"
-    if head.lstrip().startswith(b"{"):
+    # Editors on Windows start UTF-8 files with a byte-order mark; it is not content.
+    if head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{"):
         return "jsonl"
     return "csv"
 
@@ -83,8 +86,11 @@ def _blank_rows(raw: pd.DataFrame) -> np.ndarray:
 
 
 def _read_jsonl(path: Path, forced: str | None) -> tuple[Rows, TraceFormat]:
+    if forced == "batch" or (forced is None and _looks_like_batch(path)):
+        # Batch files are read line by line without keeping their JSON (a million lines).
+        return read_batch(path), FORMATS["batch"]
     records, lines = [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         try:
             for number, text in enumerate(f, start=1):
                 if not text.strip():
@@ -106,6 +112,19 @@ def _read_jsonl(path: Path, forced: str | None) -> tuple[Rows, TraceFormat]:
     return Rows(raw, str(path), np.asarray(lines)), fmt
 
 
+def _looks_like_batch(path: Path) -> bool:
+    """True when the first line is a JSON object with a batch request's keys."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.strip():
+                try:
+                    first = json.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    return False
+                return isinstance(first, dict) and set(FORMATS["batch"].required).issubset(first)
+    return False
+
+
 def _read_parquet(path: Path, forced: str | None) -> tuple[Rows, TraceFormat]:
     try:
         raw = pd.read_parquet(path)
@@ -123,6 +142,7 @@ def load_trace(
     arrival_rate: float | None = None,
     seed: int = 0,
     model: str | None = None,
+    tokenizer: str | Path | None = None,
 ) -> Trace:
     """Load a trace file into the normalized request table.
 
@@ -133,13 +153,17 @@ def load_trace(
             per second (seeded by `seed`); without it they form an offline batch.
         seed: seed of every random draw made while loading.
         model: serve every request with this model, replacing what the trace says.
+        tokenizer: batch files: count prompt tokens with this tokenizer.json or Hugging
+            Face model folder (offline, `optimizer.traces.tokens`) instead of estimating.
 
     Raises:
         TraceError: naming the file, line and column of the first problem.
     """
     path = Path(path)
+    if path.is_dir():
+        raise TraceError("is a folder; give a trace file (CSV, JSON lines or Parquet).", path=path)
     if not path.is_file():
-        raise TraceError("no such file." if not path.exists() else "is not a file.", path=path)
+        raise TraceError("no such file." if not path.exists() else "is not a regular file.", path=path)
     if arrival_rate is not None and not arrival_rate > 0:
         raise TraceError(f"the arrival rate must be greater than 0 requests/s, got {arrival_rate:g}.", path=path)
     container = _container(path)
@@ -152,7 +176,13 @@ def load_trace(
             f"an arrival rate applies only to length-only tables; this {fmt.name} trace has its own arrival times.",
             path=path,
         )
-    converted = fmt.convert(rows, Options(arrival_rate, seed))
+    options = Options(arrival_rate, seed)
+    if fmt.name == "batch":
+        converted = fmt.convert(rows, options, None if tokenizer is None else load_tokenizer(tokenizer))
+    elif tokenizer is not None:
+        raise TraceError(f"a tokenizer applies only to batch files, not to this {fmt.name} trace.", path=path)
+    else:
+        converted = fmt.convert(rows, options)
     requests, excluded = _assemble(rows, converted)
     if requests.empty:
         raise TraceError(f"has no requests left: each of its {len(excluded)} rows is a {converted.excluded_reason}.", path=path)

@@ -31,6 +31,11 @@ def estimate_tokens(text: pd.Series) -> np.ndarray:
     return (digits + np.ceil(TOKENS_PER_WORD * words) + symbols + newlines).astype(np.int64)
 
 
+def reference_answer(answer: str) -> str:
+    """A GSM8K reference answer as a model would write it: without the <<calculator>> notes."""
+    return _CALCULATOR.sub("", answer)
+
+
 def gsm8k(rows: Rows, options: Options) -> Converted:
     question, answer = rows.text("question"), rows.text("answer")
     for column, cells in (("question", question), ("answer", answer)):
