@@ -23,9 +23,7 @@ with S = sum((P + L)^2 - P^2) and the forms of `optimizer.fleet.profile`.
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections import deque
 
 import numpy as np
 
@@ -35,6 +33,7 @@ from optimizer.fleet.estimates import (
 )
 from optimizer.fleet.profile import Profile
 from optimizer.serving.batching import Iteration
+from optimizer.serving.waiting import WaitingQueue
 
 MS = 1e-3
 
@@ -44,7 +43,7 @@ class Sequence:
 
     __slots__ = ("row", "prompt", "output", "arrival", "prefill_need", "prefilled", "generated", "kv_tokens",
                  "blocks", "start", "first_token", "finish", "preemptions", "admitted", "queue_key",
-                 "predicted", "tbt_target", "e2e_target", "last_token", "restarts")
+                 "predicted", "tbt_target", "e2e_target", "last_token", "restarts", "queue_rank", "tick0")
 
     def __init__(self, row: int, prompt: int, output: int, arrival: float, queue_key: float,
                  predicted: int | None = None, tbt_target: float = math.inf, e2e_target: float = math.inf):
@@ -65,6 +64,8 @@ class Sequence:
         self.restarts = 0  # times its replica failed under it
         self.admitted = -1  # admission counter, for choosing whom to preempt
         self.queue_key = queue_key  # waiting-queue order (arrival, or plan order)
+        self.queue_rank = 0  # order among equal keys (`optimizer.serving.waiting`)
+        self.tick0 = -1  # the lockstep engine's step its counters were last brought up to
 
     @property
     def prefill_left(self) -> int:
@@ -73,10 +74,6 @@ class Sequence:
     @property
     def decoding(self) -> bool:
         return self.prefilled >= self.prefill_need and self.generated < self.output
-
-
-def _queue_key(seq: Sequence) -> float:
-    return seq.queue_key
 
 
 class Engine:
@@ -93,8 +90,7 @@ class Engine:
         self.total_blocks = replica.kv_capacity_tokens // self.limits.block_size_tokens
         self.chunk_tokens = best_chunk_tokens(profile, self.limits.max_num_batched_tokens)
         self.free_blocks = self.total_blocks
-        self.waiting: deque[Sequence] = deque()
-        self.queue_sorted = True  # waiting is in queue_key order (preemptions can break it)
+        self.waiting = WaitingQueue()
         self.running: list[Sequence] = []
         self.running_set: set[Sequence] = set()
         self.clock = 0.0
@@ -132,7 +128,13 @@ class Engine:
 
     @property
     def outstanding(self) -> int:
+        if not self.keep_finished:  # finished requests leave at once
+            return len(self.waiting) + len(self.running)
         return len(self.waiting) + sum(1 for s in self.running if math.isnan(s.finish))
+
+    def settle(self) -> None:
+        """Bring every running request's counters up to date (the lockstep engine defers them;
+        call before reading `generated`, `kv_tokens`, `blocks` or `last_token` of running requests)."""
 
     # -- mechanics -----------------------------------------------------------------
 
@@ -140,16 +142,8 @@ class Engine:
         # Sorting policies (S3, UELLM) order the queue themselves; others keep the dispatch order.
         if hasattr(self.policy, "queue_key"):
             seq.queue_key = self.policy.queue_key(seq)
-        # Keep the waiting queue sorted by queue_key (plans may order out of arrival order).
-        if self.waiting and seq.queue_key < self.waiting[-1].queue_key:
-            if self.queue_sorted:
-                # After the last equal key, as a stable sort of the queue plus `seq` would place it.
-                self.waiting.insert(bisect.bisect_right(self.waiting, seq.queue_key, key=_queue_key), seq)
-            else:  # a preempted request broke the order: sort everything once
-                self.waiting = deque(sorted([*self.waiting, seq], key=_queue_key))
-                self.queue_sorted = True
-        else:
-            self.waiting.append(seq)
+        # In queue_key order (plans may order out of arrival order).
+        self.waiting.add(seq)
         if not self.running and self.clock < now:
             self.clock = now  # an idle replica starts on arrival
 
@@ -162,14 +156,15 @@ class Engine:
         recomputation elsewhere (those that had started count a restart), and the KV
         tokens of work they lose."""
         lost_tokens = 0
-        unfinished = [s for s in self.running if math.isnan(s.finish)] + list(self.waiting)
+        self.settle()
+        unfinished = [s for s in self.running if math.isnan(s.finish)] + self.waiting.clear()
         for seq in unfinished:
             if seq.kv_tokens or seq.generated:
                 seq.restarts += 1
                 lost_tokens += seq.kv_tokens
             seq.prefill_need = seq.prompt + seq.generated
             seq.prefilled = seq.kv_tokens = seq.blocks = 0
-        self.running, self.running_set, self.waiting = [], set(), deque()
+        self.running, self.running_set = [], set()
         self.free_blocks = self.total_blocks
         self.failed = True
         return unfinished, lost_tokens
@@ -327,13 +322,9 @@ class Engine:
         seq.prefilled = 0
         seq.kv_tokens = 0
         if to_back:
-            self.waiting.append(seq)
-            if len(self.waiting) > 1 and self.waiting[-2].queue_key > seq.queue_key:
-                self.queue_sorted = False
+            self.waiting.put_back(seq)
         else:
-            self.waiting.appendleft(seq)
-            if len(self.waiting) > 1 and seq.queue_key > self.waiting[1].queue_key:
-                self.queue_sorted = False
+            self.waiting.put_front(seq)
 
     def _advance(self, duration_s: float, iterations: int = 1) -> None:
         # KV use is highest at the end of an iteration, when every block it needed is held.

@@ -64,7 +64,15 @@ class LeastOutstanding(_Dispatcher):
 
 class LeastWork(_Dispatcher):
     """Remaining work of a replica: estimated work of its waiting requests plus the
-    not-yet-generated share of its running ones."""
+    not-yet-generated share of its running ones.
+
+    The waiting part is a sum in queue order, kept per replica and extended as requests join
+    the back of the queue (summed anew only after another change to the queue), so an
+    offline batch costs O(replicas) per request rather than O(requests)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.waiting_sums: dict[int, tuple[int, int, float]] = {}  # replica -> (queue edits, length, sum)
 
     def choose(self, row, engines, now=0.0) -> int:
         loads = []
@@ -72,10 +80,21 @@ class LeastWork(_Dispatcher):
             if not self.usable(row, r, engines):
                 loads.append(np.inf)
                 continue
-            waiting = sum(self.work(s.row, r) for s in engine.waiting)
+            engine.settle()
+            waiting = self._waiting_work(r, engine.waiting)
             running = sum(self.work(s.row, r) * (1 - s.generated / s.output) for s in engine.running if s.generated < s.output)
             loads.append(waiting + running + self.work(row, r))
         return int(np.argmin(loads))
+
+    def _waiting_work(self, r: int, queue) -> float:
+        edits, length, total = self.waiting_sums.get(r, (-1, 0, 0))
+        if edits != queue.edits or length > len(queue):
+            length, total = 0, 0
+        # Left to right in queue order, as sum() over the whole queue adds (same float result).
+        for seq in queue.newest(len(queue) - length):
+            total += self.work(seq.row, r)
+        self.waiting_sums[r] = (queue.edits, len(queue), total)
+        return total
 
 
 class Random(_Dispatcher):
