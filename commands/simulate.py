@@ -13,7 +13,8 @@ from rich.table import Table
 
 import optimizer
 from optimizer.common.errors import OptimizerError
-from optimizer.common.files import atomic_output
+from optimizer.common.files import atomic_output, check_folder
+from optimizer.reporting.trace_events import write_trace_events
 from optimizer.common.options import parse_options
 from optimizer.serving.metrics import with_slo_targets
 from optimizer.serving.predictor import prediction_error
@@ -53,6 +54,7 @@ def simulate(
     trace: TraceArg,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Per-request CSV to write (request_id, replica, arrival_s, start_s, first_token_s, finish_s, preemptions, restarts).")] = None,
     summary_path: Annotated[Optional[Path], typer.Option("--summary", help="JSON summary to write (makespan_s, utilization, latency percentiles, ...).")] = None,
+    events_path: Annotated[Optional[Path], typer.Option("--trace-events", metavar="FILE.json", help="Chrome/Perfetto trace-event JSON to write: one track per replica, each request a slice (prefill and decode nested); open it in ui.perfetto.dev or chrome://tracing.")] = None,
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
     engine: EngineOpt = "",
     source: SourceOpt = "auto",
@@ -86,6 +88,8 @@ def simulate(
             if dispatch not in (None, "repair"):
                 raise OptimizerError(f"--policy repair means --dispatch repair, but --dispatch {dispatch} was given.")
             policy, dispatch = "sarathi", "repair"
+        if events_path is not None:
+            check_folder(events_path)
         loaded = read_trace(trace, format, arrival_rate, seed, model)
         loaded = dataclasses.replace(loaded, requests=with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e))
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
@@ -116,6 +120,8 @@ def simulate(
         if summary_path is not None:
             with atomic_output(summary_path) as tmp:
                 tmp.write_text(json.dumps(figures, indent=2) + "\n")
+        if events_path is not None:
+            write_trace_events(result.requests, cluster.names, events_path)
     if quiet:
         return
     out.print(f"Simulated {figures['num_requests']:,} requests on {cluster.describe()} ({policy} batching, {chosen} dispatch{', ' + made_plan if made_plan else ''})")
@@ -131,6 +137,6 @@ def simulate(
     out.print(table_out)
     if "slo_attainment" in figures:
         out.print(f"SLO attainment {figures['slo_attainment']:.1%}")
-    for path in (out_path, summary_path):
+    for path in (out_path, summary_path, events_path):
         if path is not None:
             out.print(f"Wrote {path}")

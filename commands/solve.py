@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 import optimizer
+from optimizer.common.errors import OptimizerError
+from optimizer.common.files import check_folder
+from optimizer.reporting.batch_split import check_split_dir, split_batch
+from optimizer.traces.batch import cap_predictions
+from commands.trace import TokenizerOpt, read_trace_with
 from commands.common import (
     EngineOpt,
     FormatOpt,
@@ -29,7 +34,6 @@ from commands.common import (
     out,
     print_sources,
     read_profiles,
-    read_trace,
     user_errors,
     with_predicted_lengths,
 )
@@ -54,18 +58,28 @@ def solve(
     seed: SeedOpt = 0,
     model: ModelOpt = None,
     profiles: ProfilesOpt = None,
+    tokenizer: TokenizerOpt = None,
+    split_dir: Annotated[Optional[Path], typer.Option("--split-dir", metavar="DIR", help="Batch files: also write DIR/<replica>.jsonl (that replica's input lines, byte for byte, in plan order) and DIR/manifest.json with the command that runs each.")] = None,
+    results_dir: Annotated[str, typer.Option("--results-dir", metavar="DIR", help="Where the manifest's commands write the runner's results.")] = "out",
     quiet: QuietOpt = False,
 ) -> None:
     """Plan a trace on a cluster and write the plan as CSV.
 
     Plans use predicted output lengths where the trace has them (or --length-error /
-    --predictor make them), else the actual ones.
+    --predictor make them), else the actual ones. A batch file's max_tokens caps them.
     """
     with user_errors():
-        loaded = read_trace(trace, format, arrival_rate, seed, model)
+        check_folder(out_path)
+        if split_dir is not None:
+            check_split_dir(split_dir)
+        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer)
+        if split_dir is not None and loaded.format != "batch":
+            raise OptimizerError(f"--split-dir cuts batch files (OpenAI batch JSON lines); {trace} is a {loaded.format} trace.")
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         user_profiles = read_profiles(profiles)
         requests, _ = with_predicted_lengths(loaded.requests, length_error, predictor, seed)
+        if loaded.format == "batch":
+            requests = cap_predictions(requests, loaded.requests)
         with LiveStatus(not quiet and sys.stderr.isatty(), "solving ...") as status:
             result = optimizer.solve(
                 requests, cluster, solver=solver, time_limit_s=time_limit, formulation=formulation,
@@ -73,6 +87,7 @@ def solve(
             )
         optimizer.validate_plan(result.plan, loaded.requests, cluster)
         optimizer.write_plan(result.plan, out_path)
+        manifest = split_batch(trace, result.plan, cluster, split_dir, results_dir=results_dir) if split_dir is not None else None
     if quiet:
         return
     kind = "offline batch" if loaded.is_offline_batch else "timed arrivals"
@@ -88,3 +103,9 @@ def solve(
     per_replica = result.plan.groupby("replica", sort=False).size()
     out.print(f"         requests per replica: min {per_replica.min():,}, max {per_replica.max():,}; last planned end {result.plan['planned_end_s'].max():,.1f} s")
     out.print(f"Wrote    {out_path} ({len(result.plan):,} rows, valid)")
+    if manifest is not None:
+        written = [entry for entry in manifest["replicas"] if entry["file"]]
+        moved = sum(entry["moved_requests"] for entry in manifest["replicas"])
+        out.print(f"Wrote    {split_dir}/: {len(written)} batch files ({manifest['lines']:,} lines) and manifest.json; run each with its command there")
+        if moved:
+            out.print(f"         {moved:,} requests of lines with n > 1 run with their line's first request, not where the plan put them")

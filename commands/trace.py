@@ -1,15 +1,17 @@
-"""`trace stats` and `trace convert`: inspect and rewrite request traces."""
+"""`trace stats`, `trace convert` and `trace from-results`: inspect, rewrite and rebuild request traces."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 import optimizer
+from optimizer.common.files import check_folder
+from optimizer.traces.results import read_results
 from commands.common import (
     FormatOpt,
     ModelOpt,
@@ -20,6 +22,19 @@ from commands.common import (
     read_trace,
     user_errors,
 )
+
+TokenizerOpt = Annotated[
+    Optional[Path],
+    typer.Option("--tokenizer", metavar="PATH", help="Batch files: count prompt tokens with this tokenizer.json or Hugging Face model folder (offline; its chat template applied), instead of estimating them."),
+]
+
+
+def read_trace_with(path: Path, format, arrival_rate, seed, model, tokenizer: Path | None) -> optimizer.Trace:
+    """`read_trace`, counting a batch file's prompt tokens with `tokenizer` when one is given."""
+    if tokenizer is None:
+        return read_trace(path, format, arrival_rate, seed, model)
+    return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model, tokenizer=tokenizer)
+
 
 app = typer.Typer(
     help="Inspect and convert request traces.",
@@ -35,11 +50,12 @@ def trace_stats(
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
     model: ModelOpt = None,
+    tokenizer: TokenizerOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Print request counts, arrival rate and token-length percentiles of a trace."""
     with user_errors():
-        stats = optimizer.trace_stats(read_trace(trace, format, arrival_rate, seed, model))
+        stats = optimizer.trace_stats(read_trace_with(trace, format, arrival_rate, seed, model, tokenizer))
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
         return
@@ -65,9 +81,39 @@ def trace_convert(
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
     model: ModelOpt = None,
+    tokenizer: TokenizerOpt = None,
 ) -> None:
     """Rewrite any supported trace in the native format (CSV or Parquet)."""
     with user_errors():
-        loaded = read_trace(trace, format, arrival_rate, seed, model)
+        check_folder(out_path)
+        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer)
         optimizer.write_trace(loaded.requests, out_path)
     out.print(f"Wrote {out_path} ({loaded.num_requests:,} requests from the {loaded.format} trace)")
+
+
+@app.command("from-results", epilog="Example: python cli.py trace from-results traces/results/gsm8k_batch.jsonl --requests traces/gsm8k_batch.jsonl --out history.csv")
+def trace_from_results(
+    results: Annotated[list[Path], typer.Argument(metavar="RESULTS...", help="The batch runner's output files (JSON lines with custom_id, response.body.usage, error), e.g. out/*.jsonl.", show_default=False)],
+    requests_path: Annotated[Path, typer.Option("--requests", metavar="BATCH", help="The batch file that was run.", show_default=False)],
+    out_path: Annotated[Path, typer.Option("--out", help="Native trace to write (.csv or .parquet): every request, with the run's actual lengths.")] = Path("trace.csv"),
+    tokenizer: TokenizerOpt = None,
+) -> None:
+    """Join a batch run's results to its input and write a trace with the actual lengths.
+
+    The trace is the history for `predict --history` and `--predictor`. Requests that
+    errored or have no result stay in it with their output length unknown, and are listed.
+    """
+    with user_errors():
+        check_folder(out_path)
+        joined = read_results(results, requests_path, tokenizer=tokenizer)
+        optimizer.write_trace(joined.trace.requests, out_path)
+    requests = joined.trace.requests
+    out.print(f"Joined   {len(results)} results file(s) to {requests_path}: {len(requests):,} requests, {joined.num_completed:,} with actual lengths")
+    for note in joined.trace.notes:
+        out.print(f"         {note}")
+    for row in joined.failed.head(20).itertuples(index=False):
+        where = f" ({row.result})" if row.result else ""
+        out.print(f"{row.status:8} {row.custom_id} (line {row.line}): {row.reason}{where}")
+    if len(joined.failed) > 20:
+        out.print(f"         ... and {len(joined.failed) - 20:,} more")
+    out.print(f"Wrote    {out_path} ({len(requests):,} requests; {len(joined.failed):,} without a result)")

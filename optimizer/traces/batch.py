@@ -208,8 +208,8 @@ def batch(rows: Rows, options: Options, tokenizer: Tokenizer | None = None) -> C
     }
     no_cap = int(cap.isna().sum())
     notes.append(
-        "Output lengths are unknown before the run: plans use each request's max_tokens cap (the worst case) until "
-        "--predictor gives predictions fitted on an earlier run's results (`trace from-results`)."
+        "Output lengths are unknown before the run: without predictions (--predictor, fitted on an earlier run's "
+        "results from `trace from-results`), plans use each request's max_tokens cap (the worst case)."
         + (f" {no_cap:,} lines have no max_tokens: plan them with --predictor." if no_cap else "")
     )
     if (n > 1).any():
@@ -244,3 +244,18 @@ def _prompt_tokens(raw: pd.DataFrame, tokenizer: Tokenizer | None) -> tuple[np.n
             "+ 4 per message and 3 for the assistant turn."
         )
     return np.maximum(counts, 1), [how]
+
+
+def cap_predictions(requests: pd.DataFrame, loaded: pd.DataFrame) -> pd.DataFrame:
+    """`requests` (a batch file's table with predictions made since loading) with each
+    prediction at most the request's max_tokens, the cap the loader left in `loaded`'s
+    predicted_output_tokens: a request never produces more than its cap."""
+    cap = loaded["predicted_output_tokens"].to_numpy(dtype=float, na_value=np.inf)
+    predicted = requests["predicted_output_tokens"].to_numpy(dtype=float, na_value=np.nan)
+    capped = np.fmin(predicted, cap)  # NaN (no prediction) stays NaN
+    if np.array_equal(capped, predicted, equal_nan=True):
+        return requests
+    table = requests.copy()
+    known = ~np.isnan(capped)
+    table["predicted_output_tokens"] = pd.arrays.IntegerArray(np.where(known, capped, 0).astype(np.int64), ~known)
+    return table

@@ -91,7 +91,8 @@ def read_results(output_paths: list[str | Path], requests_path: str | Path, *, t
             f"{int(counts.get('error', 0)):,} requests errored and {int(counts.get('missing', 0)):,} have no result: kept with "
             "prompt tokens from the input and output length unknown (planned at max_tokens), listed by `trace from-results`."
         )
-    notes += [note for note in batch.notes if note.startswith(("No --tokenizer", "Prompt tokens counted"))]
+    if len(failed_table):  # their prompt tokens come from the input: say how it was counted
+        notes += [note for note in batch.notes if note.startswith(("No --tokenizer", "Prompt tokens counted"))]
     return Results(Trace(table, str(requests_path), "batch results", notes=tuple(notes)), failed_table)
 
 
