@@ -37,8 +37,9 @@ import numpy as np
 
 from optimizer.planning.formulation import LinearModel
 
-#: Grace beyond the time limit before a child-process solver is killed.
-KILL_GRACE_S = 2.0
+#: Grace beyond the time limit before a child-process solver is killed: CP-SAT stops on its
+#: own within milliseconds; SCIP and CBC have overrun by tens of seconds.
+KILL_GRACE_S = 0.5
 _CP_SAT_RESOLUTION = 1e6
 #: CP-SAT stops within this relative gap of its own bound (MIP solvers stop near 1e-4).
 RELATIVE_GAP = 5e-4

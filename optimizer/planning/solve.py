@@ -35,6 +35,7 @@ from optimizer.fleet.cluster import Cluster
 from optimizer.fleet.estimates import Estimates, estimate, planning_lengths
 from optimizer.fleet.profile import Profile
 from optimizer.planning.backends import (
+    RELATIVE_GAP,
     Progress,
     available_backends,
     lp_relaxation,
@@ -65,6 +66,21 @@ FORMULATIONS = ("auto", "per-request", "class")
 #: Share of the time limit given to CP-SAT as deterministic work units (about seconds);
 #: the rest is headroom so that the wall-clock cap rarely cuts the search first.
 DETERMINISTIC_SHARE = 0.5
+#: CPU seconds per request of everything in planning but the solver (estimates, bounds,
+#: heuristic incumbents, model, extraction, timing), measured on this 2-core machine at 1M
+#: requests on 8 replicas (about 18 us; see benchmarks/time_limits.py). The solver's
+#: deterministic budget is what the limit leaves after it: a function of the input size,
+#: never of the clock, so the plan does not depend on the machine's load.
+SETUP_S_PER_REQUEST = 20e-6
+#: Of which the part after the solver (extraction and timing): its wall-clock cap ends early
+#: enough to leave time for it.
+FINISH_S_PER_REQUEST = 4e-6
+#: Below this many work units the solver is not started (the time limit is spent elsewhere).
+MIN_DETERMINISTIC_S = 0.05
+#: Beyond this many requests of an offline batch, only LPT makes the incumbent: list
+#: scheduling in file order (least-loaded) and round-robin never beat it there, and each
+#: costs seconds at a million requests.
+ALL_HEURISTICS_MAX_REQUESTS = 100_000
 
 
 def solvers() -> dict[str, str]:
@@ -120,6 +136,7 @@ def solve(
     num_workers: int = 8,
     profiles: dict[tuple[str, str, int], Profile] | None = None,
     progress: Progress | None = None,
+    deterministic: bool = False,
 ) -> Result:
     """Assign every request to a replica, order each replica's requests and time them.
 
@@ -130,6 +147,10 @@ def solve(
         seed, num_workers: passed to the solver (CP-SAT interleaves its workers on one
             thread, so the same inputs and seed give the same plan).
         progress: called with (incumbent, bound, elapsed) as the solver improves.
+        deterministic: never let the wall clock stop the solver (it stops on its
+            deterministic work budget only, which may take longer than the limit on a
+            loaded machine); by default the limit is also a wall-clock cap, and
+            `Result.wall_clock_cut` says when it, not the budget, stopped the solver.
 
     Raises:
         OptimizerError: for an unknown solver or formulation, a time limit <= 0, a model no
@@ -150,6 +171,7 @@ def solve(
         seed=seed,
         num_workers=num_workers,
         progress=progress,
+        deterministic=deterministic,
     )
     plan = timed_plan(requests, cluster, estimates, found.assignment, output)
     return Result(
@@ -204,10 +226,16 @@ def optimize(
     seed: int = 0,
     num_workers: int = 8,
     progress: Progress | None = None,
+    deterministic: bool = False,
+    relative_gap: float | None = None,
 ) -> Optimized:
     """The planner of the module docstring on per-request estimates (any kind of jobs).
 
     The time limit counts from `started` (a `time.perf_counter()` value; default now).
+    The solver gets DETERMINISTIC_SHARE of the limit as deterministic work, less what the
+    rest of planning is expected to cost at this size (SETUP_S_PER_REQUEST); its
+    wall-clock cap (none if `deterministic`) leaves FINISH_S_PER_REQUEST per request for
+    extraction and timing.
     """
     started = time.perf_counter() if started is None else started
     work = np.where(estimates.eligible, estimates.work_s, np.inf)
@@ -217,7 +245,10 @@ def optimize(
         status = "OPTIMAL" if objective <= lower_bound * (1 + 1e-9) else "HEURISTIC"
         return Optimized(assignment, status, objective, lower_bound, objective, "", "")
 
-    candidates = [_heuristic(name, work, estimates) for name in HEURISTICS]
+    names = list(HEURISTICS)
+    if len(work) > ALL_HEURISTICS_MAX_REQUESTS and np.all(estimates.arrival_s == estimates.arrival_s[0]):
+        names = ["lpt"]
+    candidates = [_heuristic(name, work, estimates) for name in names]
     scores = [estimated_makespan(a, estimates)[0] for a in candidates]
     incumbent, upper = candidates[int(np.argmin(scores))], min(scores)
     chosen = formulation
@@ -227,7 +258,10 @@ def optimize(
 
     best, best_score, backend_status, proven = incumbent, upper, "NOT_RUN", lower_bound
     cut, message = False, ""
-    if upper > lower_bound * (1 + 1e-9):  # otherwise the incumbent is already optimal
+    budget = DETERMINISTIC_SHARE * time_limit_s - SETUP_S_PER_REQUEST * len(work)
+    if budget < MIN_DETERMINISTIC_S:
+        message = f"The time limit leaves no time for the {solver} solver on {len(work):,} requests; the plan is the heuristic incumbent."
+    elif upper > lower_bound * (1 + 1e-9):  # otherwise the incumbent is already optimal
         if chosen == "per-request":
             model, x = per_request_model(estimates, incumbent, lower_bound, upper)
         else:
@@ -237,17 +271,19 @@ def optimize(
             # the physical bound, so solvers can stop as soon as they are near it.
             relaxed = lp_relaxation(model)
             model.lower[model.objective] = min(max(model.lower[model.objective], relaxed * (1 - 1e-9)), upper)
-        remaining = time_limit_s - (time.perf_counter() - started)
+        remaining = time_limit_s - (time.perf_counter() - started) - FINISH_S_PER_REQUEST * len(work)
         found = solve_model(
             model,
             solver,
             time_limit_s=max(remaining, 0.05),
-            # A fixed share of the caller's limit, not of what remains, so that the work
-            # done does not depend on how long the set-up took on this run.
-            deterministic_limit_s=DETERMINISTIC_SHARE * time_limit_s,
+            # From the caller's limit and the input's size, not from what remains, so that
+            # the work done does not depend on how long the set-up took on this run.
+            deterministic_limit_s=budget,
             num_workers=num_workers,
             seed=seed,
             progress=progress,
+            relative_gap=RELATIVE_GAP if relative_gap is None else relative_gap,
+            wall_clock_cap=not deterministic,
         )
         backend_status, cut, message = found.status, found.wall_clock_cut, found.message
         if found.status == "FAILED":
