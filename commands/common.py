@@ -48,7 +48,7 @@ def number_in(low: float, high: float = math.inf, *, above: bool = False, intege
         if value is None or (isinstance(value, (int, float)) and math.isfinite(value)
                              and (value > low if above else value >= low) and value <= high):
             return value
-        bounds = f"{'above' if above else 'at least'} {low:g}" + (f" and at most {high:,.0f}" if high < math.inf else "")
+        bounds = f"{'above' if above else 'at least'} {low:g}" + (f" and at most {high:,.0f}" if float(high).is_integer() else f" and at most {high:g}" if high < math.inf else "")
         raise typer.BadParameter(f"must be a finite {'whole ' if integer else ''}number {bounds}, got {value}.")
 
     return check

@@ -11,7 +11,7 @@ from rich.table import Column, Table
 
 import optimizer
 from optimizer.common.errors import OptimizerError
-from optimizer.common.files import check_folder
+from optimizer.common.files import all_or_nothing, check_output
 from optimizer.reporting.compare import POLICY_NAMES, display_rows, parse_names, write_comparison
 from optimizer.reporting.compare import compare as run_comparison
 from optimizer.reporting.report import check_report_dir, write_report
@@ -20,6 +20,8 @@ from optimizer.serving.batching import POLICIES as BATCHING_POLICIES
 from optimizer.serving.deviation import Deviations
 from optimizer.serving.metrics import with_slo_targets
 from commands.common import (
+    MAX_TIME_LIMIT_S,
+    number_in,
     EngineOpt,
     FailOpt,
     FormatOpt,
@@ -63,7 +65,7 @@ def compare(
     policies: Annotated[str, typer.Option("--policies", help=f"Comma-separated policies to compare: {', '.join(POLICY_NAMES)}.")] = ",".join(POLICY_NAMES),
     batching: Annotated[str, typer.Option("--batching", help="Comma-separated batching policies, each run with every policy: vllm, sarathi, orca, static, s3, uellm, slai, hybrid.")] = "sarathi",
     solver: SolverOpt = "cp-sat",
-    time_limit: Annotated[float, typer.Option("--time-limit", help="Wall-clock seconds for each plan (the mip and repair rows share one).")] = 10.0,
+    time_limit: Annotated[float, typer.Option("--time-limit", metavar="SECONDS", callback=number_in(0, MAX_TIME_LIMIT_S, above=True), help="Wall-clock seconds for each plan (the mip and repair rows share one).")] = 10.0,
     length_error: LengthErrorOpt = None,
     predictor: PredictorOpt = None,
     jitter: JitterOpt = 0.0,
@@ -90,7 +92,7 @@ def compare(
         for path in out_paths:
             if path.suffix.lower() not in (".csv", ".md"):
                 raise OptimizerError(f"--out {path}: give a .csv or .md file.")
-            check_folder(path)
+            check_output(path)
         if report_dir is not None:
             check_report_dir(report_dir)
         chosen = parse_names(policies, POLICY_NAMES, "policy")
@@ -113,10 +115,11 @@ def compare(
                 title=f"Comparison on {trace.name}", tables={k: v.requests for k, v in result.simulations.items()},
                 replicas=cluster.names, summary=result.table, bounds=result.bounds, plans=result.plans, notes=notes,
             )
-        for path in out_paths:
-            write_comparison(result.table, path)
-        if report_dir is not None:
-            index = write_report(report_dir, page, figures)
+        with all_or_nothing():
+            for path in out_paths:
+                write_comparison(result.table, path)
+            if report_dir is not None:
+                index = write_report(report_dir, page, figures)
     if quiet:
         return
     out.print(f"{loaded.path}: {loaded.num_requests:,} requests on {cluster.describe()}; seed {seed}")

@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 import optimizer
+from optimizer.common.files import check_output
 from optimizer.serving.predictor import fit_predictor, prediction_error, split_history, with_predictions
 from commands.common import (
+    number_in,
     FormatOpt,
     ModelOpt,
     QuietOpt,
@@ -28,7 +30,7 @@ app = typer.Typer()
 def predict(
     trace: TraceArg,
     history: Annotated[Optional[Path], typer.Option("--history", help="Trace with known output lengths to fit on (default: the first part of TRACE itself).")] = None,
-    holdout: Annotated[float, typer.Option("--holdout", help="Share of TRACE (by arrival) held out to measure the error when no --history is given.")] = 0.2,
+    holdout: Annotated[float, typer.Option("--holdout", metavar="SHARE", callback=number_in(0, 0.9, above=True), help="Share of TRACE (by arrival) held out to measure the error when no --history is given.")] = 0.2,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Write TRACE with its predicted_output_tokens (native CSV), for solve and simulate.")] = None,
     format: FormatOpt = None,
     arrival_rate: RateOpt = None,
@@ -42,6 +44,8 @@ def predict(
     within 50 and 100 tokens, on requests the predictor was not fitted on.
     """
     with user_errors():
+        if out_path is not None:
+            check_output(out_path)
         loaded = read_trace(trace, format, arrival_rate, seed, model)
         requests = loaded.requests
         if history is None:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 import optimizer
 from optimizer.common.errors import OptimizerError
+from optimizer.common.files import check_output
 from optimizer.fleet.calibration import calibrate, calibration_lines, read_runs, write_profiles
 from optimizer.fleet.gpus import find_gpu
 from optimizer.fleet.measurements import builtin_profiles, fit_profiles, holdout_error, read_measurements
@@ -110,6 +111,7 @@ def profile_calibrate(
 ) -> None:
     """Correct the kernel-table profile of one configuration to your own stack with a few measured runs."""
     with user_errors():
+        check_output(out_path)
         cluster = optimizer.resolve_cluster(replica, engine=engine, source="kernels")
         target = cluster.replicas[0]
         base = profile_for(target)

@@ -13,7 +13,7 @@ import optimizer
 from optimizer.reporting.compare import COLUMNS as COMPARE_COLUMNS
 from optimizer.reporting.compare import summary_row
 from optimizer.reporting.report import render as render_report
-from optimizer.reporting.report import write_report
+from optimizer.reporting.report import check_report_dir, write_report
 from optimizer.serving.metrics import with_slo_targets
 from optimizer.serving.results import read_simulation
 from commands.common import (
@@ -65,6 +65,7 @@ def report(
     Use the trace, --replicas and options the simulations were run with.
     """
     with user_errors():
+        check_report_dir(out_dir)
         loaded = read_trace(trace, format, arrival_rate, seed, model)
         requests = with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)

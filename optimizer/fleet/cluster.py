@@ -181,15 +181,15 @@ def _group(
         raise ClusterError(f"kv_cache_dtype {limits.kv_cache_dtype!r} in {where} must be one of: {', '.join(KV_CACHE_DTYPES)}.")
     if tp not in (1, 2, 4, 8):
         raise ClusterError(f"Tensor-parallel degree {tp} in {where} must be 1, 2, 4 or 8.")
-    if count < 1:
-        raise ClusterError(f"Replica count in {where} must be at least 1.")
+    if not 1 <= count <= MAX_REPLICAS:
+        raise ClusterError(f"Replica count in {where} must be from 1 to {MAX_REPLICAS:,}, got {count:,}.")
     if not 0 < limits.gpu_memory_utilization <= 1:
         raise ClusterError(f"gpu_memory_utilization in {where} must be in (0, 1].")
-    for name in ("max_num_seqs", "max_num_batched_tokens", "block_size_tokens"):
-        if getattr(limits, name) < 1:
-            raise ClusterError(f"{name} in {where} must be at least 1.")
-    if limits.activation_reserve_gib < 0:
-        raise ClusterError(f"activation_reserve_gib in {where} must be at least 0.")
+    for name, most in LIMIT_RANGES.items():
+        if not 1 <= getattr(limits, name) <= most:
+            raise ClusterError(f"{name} in {where} must be from 1 to {most:,}, got {getattr(limits, name):,}.")
+    if not 0 <= limits.activation_reserve_gib < GPUS[gpu].memory_gib:
+        raise ClusterError(f"activation_reserve_gib in {where} must be at least 0 and below the GPU's {GPUS[gpu].memory_gib:g} GiB.")
     memory = GPUS[gpu]
     capacity = kv_capacity_tokens(shape, memory, tp, limits)
     if capacity < limits.block_size_tokens:
@@ -222,14 +222,24 @@ def parse_replicas(spec: str, *, model: str = DEFAULT_MODEL, engine: str = "", s
         raise ClusterError(f"Replica spec {spec!r} has an empty group; write e.g. {DEFAULT_REPLICAS!r}.")
     for group in groups:
         match = _GROUP.match(group)
+        if match and match["count"] is not None and len(match["count"]) > 6:
+            raise ClusterError(f"Replica count in {group!r} must be from 1 to {MAX_REPLICAS:,}.")
         if not match:
             raise ClusterError(f"Replica group {group!r} is not of the form [MODEL@]GPU-tpN[:COUNT], e.g. 'h100-tp4:4'.")
         count = 1 if match["count"] is None else int(match["count"])
         where = repr(group)
         replicas += _group(where, match["gpu"], int(match["tp"]), count, match["model"] or model, EngineLimits(), counters,
                            engine=engine, source=source)
+        if len(replicas) > MAX_REPLICAS:
+            raise ClusterError(f"Replica spec {spec!r} has more than {MAX_REPLICAS:,} replicas in all.")
     return Cluster(tuple(replicas))
 
+
+#: Largest count of one replica group, and of a whole cluster: far above any real fleet,
+#: low enough that a typo (1e8) is an error and not an hour of building replicas.
+MAX_REPLICAS = 4096
+#: Largest engine settings accepted (vLLM's own defaults are 256, 8192 and 16).
+LIMIT_RANGES = {"max_num_seqs": 16_384, "max_num_batched_tokens": 2**21, "block_size_tokens": 1024}
 
 _LIMIT_FIELDS = {f.name: f.type for f in fields(EngineLimits)}
 _GROUP_KEYS = {"gpu", "tp", "count", "model", "name", "engine", "source"} | set(_LIMIT_FIELDS)
@@ -257,7 +267,9 @@ def load_cluster(path: str | Path, *, engine: str = "", source: str = "auto") ->
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ClusterError(f"{path}: not a text file (a cluster file is TOML or JSON).") from None
     except OSError as exc:
         raise ClusterError(f"{path}: cannot read the cluster file ({exc.strerror}).") from None
     try:
@@ -286,7 +298,8 @@ def load_cluster(path: str | Path, *, engine: str = "", source: str = "auto") ->
             if key in group:
                 want = int if kind in (int, "int") else float
                 value = group[key]
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or (want is int and not float(value).is_integer()):
+                if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                        or (want is int and not float(value).is_integer())):
                     raise ClusterError(f"{where}: {key} must be {'a whole number' if want is int else 'a number'}, got {value!r}.")
         limits = EngineLimits(**{k: group[k] for k in _LIMIT_FIELDS if k in group})
         replicas += _group(
@@ -301,6 +314,8 @@ def load_cluster(path: str | Path, *, engine: str = "", source: str = "auto") ->
             engine=group.get("engine", engine),
             source=group.get("source", source),
         )
+    if len(replicas) > MAX_REPLICAS:
+        raise ClusterError(f"{path}: {len(replicas):,} replicas in all; at most {MAX_REPLICAS:,} are supported.")
     return Cluster(tuple(replicas))
 
 

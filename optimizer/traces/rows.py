@@ -17,6 +17,16 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from optimizer.common.errors import TraceError
 
 
+#: Most tokens in one prompt or output: above every model's context window (10M tokens);
+#: larger counts are corrupt and would overflow the planner's integer arithmetic.
+MAX_TOKENS = 2**24
+#: Longest span of arrivals in a trace: a year. Longer means a unit mix-up (milliseconds
+#: read as seconds) or a corrupt timestamp (year 9999), not a workload to plan.
+MAX_SPAN_S = 366 * 24 * 3600.0
+#: Largest time value: seconds since 1970 up to the year 2286 (relative times are far smaller).
+MAX_TIME_S = 1e10
+
+
 @dataclass
 class Rows:
     """Raw rows of one file and the means to report an error at one of them."""
@@ -66,6 +76,10 @@ class Rows:
         if fractional.any():
             row = int(np.argmax(fractional))
             raise self.error(f"{values[row]:g} is not a whole number of tokens.", row, column)
+        too_large = known & (values > MAX_TOKENS)
+        if too_large.any():
+            row = int(np.argmax(too_large))
+            raise self.error(f"{values[row]:g} tokens is more than {MAX_TOKENS:,}, beyond any model's context window.", row, column)
         too_small = known & (values < minimum)
         if too_small.any():
             row = int(np.argmax(too_small))
@@ -81,7 +95,7 @@ class Rows:
         negative = values < 0
         if negative.any():
             raise self.error("is negative; times must be at least 0.", int(np.argmax(negative)), column)
-        return values
+        return _within_span(self, values, column)
 
     def timestamps_s(self, column: str) -> np.ndarray:
         """An absolute ISO-8601 timestamp column as seconds since its earliest timestamp."""
@@ -98,7 +112,7 @@ class Rows:
             raise self.error(f"{text.iloc[row]!r} is not a timestamp (expected e.g. 2023-11-16 18:17:03.9799600).", row, column) from None
         # Subtract in integer nanoseconds: epoch seconds as floats would lose the 7th digit.
         nanoseconds = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-        return (nanoseconds - nanoseconds.min()) / 1e9
+        return _within_span(self, (nanoseconds - nanoseconds.min()) / 1e9, column)
 
     def text(self, column: str, *, default: str = "") -> pd.Series:
         cells = self.raw[column]
@@ -144,6 +158,16 @@ class Converted:
     keep: np.ndarray | None = None  # boolean mask of raw rows that are requests
     excluded_reason: str = ""
     notes: list[str] = field(default_factory=list)
+
+
+def _within_span(rows: Rows, times_s: np.ndarray, column: str) -> np.ndarray:
+    """`times_s` unchanged, or an error naming the first time more than a year after the earliest."""
+    late = (times_s - (times_s.min() if len(times_s) else 0.0) > MAX_SPAN_S) | (times_s > MAX_TIME_S)
+    if late.any():
+        row = int(np.argmax(late))
+        raise rows.error(f"is {times_s[row]:,.6g} s, more than a year after the trace's first request or past the "
+                         "year 2286; check the unit.", row, column)
+    return times_s
 
 
 def relative(times_s: np.ndarray) -> np.ndarray:

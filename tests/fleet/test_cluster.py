@@ -25,7 +25,7 @@ def test_mixed_fleet_spec_names_every_replica():
         ("v100-tp4:2", "Unknown GPU 'v100'"),
         ("gpt-5@h100-tp4:2", "Unknown model 'gpt-5'"),
         ("h100-tp3:2", "Tensor-parallel degree 3"),
-        ("h100-tp4:0", "must be at least 1"),
+        ("h100-tp4:0", "must be from 1 to 4,096"),
     ],
 )
 def test_bad_specs_are_rejected_clearly(spec, message):
