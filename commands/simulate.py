@@ -13,7 +13,7 @@ from rich.table import Table
 
 import optimizer
 from optimizer.common.errors import OptimizerError
-from optimizer.common.files import atomic_output, check_folder
+from optimizer.common.files import all_or_nothing, atomic_output, check_output
 from optimizer.reporting.trace_events import write_trace_events
 from optimizer.common.options import parse_options
 from optimizer.serving.metrics import with_slo_targets
@@ -88,8 +88,9 @@ def simulate(
             if dispatch not in (None, "repair"):
                 raise OptimizerError(f"--policy repair means --dispatch repair, but --dispatch {dispatch} was given.")
             policy, dispatch = "sarathi", "repair"
-        if events_path is not None:
-            check_folder(events_path)
+        for path in (out_path, summary_path, events_path):
+            if path is not None:
+                check_output(path)  # before any work: a bad path costs nothing
         loaded = read_trace(trace, format, arrival_rate, seed, model)
         loaded = dataclasses.replace(loaded, requests=with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e))
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
@@ -115,13 +116,14 @@ def simulate(
                 progress=(lambda now_s: simulating(label, now_s)) if simulating else None,
             )
         figures = optimizer.summary(result, loaded.requests)
-        if out_path is not None:
-            optimizer.write_simulation(result, out_path)
-        if summary_path is not None:
-            with atomic_output(summary_path) as tmp:
-                tmp.write_text(json.dumps(figures, indent=2) + "\n")
-        if events_path is not None:
-            write_trace_events(result.requests, cluster.names, events_path)
+        with all_or_nothing():  # every output of the run, or none
+            if out_path is not None:
+                optimizer.write_simulation(result, out_path)
+            if summary_path is not None:
+                with atomic_output(summary_path) as tmp:
+                    tmp.write_text(json.dumps(figures, indent=2) + "\n")
+            if events_path is not None:
+                write_trace_events(result.requests, cluster.names, events_path)
     if quiet:
         return
     out.print(f"Simulated {figures['num_requests']:,} requests on {cluster.describe()} ({policy} batching, {chosen} dispatch{', ' + made_plan if made_plan else ''})")

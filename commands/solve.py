@@ -10,7 +10,7 @@ import typer
 
 import optimizer
 from optimizer.common.errors import OptimizerError
-from optimizer.common.files import check_folder
+from optimizer.common.files import all_or_nothing, check_output
 from optimizer.reporting.batch_split import check_split_dir, split_batch
 from optimizer.traces.batch import cap_predictions
 from commands.trace import TokenizerOpt, read_trace_with
@@ -69,7 +69,7 @@ def solve(
     --predictor make them), else the actual ones. A batch file's max_tokens caps them.
     """
     with user_errors():
-        check_folder(out_path)
+        check_output(out_path)
         if split_dir is not None:
             check_split_dir(split_dir)
         loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer)
@@ -86,8 +86,9 @@ def solve(
                 seed=seed, profiles=user_profiles, progress=status.solving,
             )
         optimizer.validate_plan(result.plan, loaded.requests, cluster)
-        optimizer.write_plan(result.plan, out_path)
-        manifest = split_batch(trace, result.plan, cluster, split_dir, results_dir=results_dir) if split_dir is not None else None
+        with all_or_nothing():  # the split last: if it fails, the plan is not written either
+            optimizer.write_plan(result.plan, out_path)
+            manifest = split_batch(trace, result.plan, cluster, split_dir, results_dir=results_dir) if split_dir is not None else None
     if quiet:
         return
     kind = "offline batch" if loaded.is_offline_batch else "timed arrivals"

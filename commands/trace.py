@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 import optimizer
-from optimizer.common.files import check_folder
+from optimizer.common.files import check_output
 from optimizer.traces.results import read_results
 from commands.common import (
     FormatOpt,
@@ -85,7 +85,7 @@ def trace_convert(
 ) -> None:
     """Rewrite any supported trace in the native format (CSV or Parquet)."""
     with user_errors():
-        check_folder(out_path)
+        check_output(out_path)
         loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer)
         optimizer.write_trace(loaded.requests, out_path)
     out.print(f"Wrote {out_path} ({loaded.num_requests:,} requests from the {loaded.format} trace)")
@@ -104,7 +104,7 @@ def trace_from_results(
     errored or have no result stay in it with their output length unknown, and are listed.
     """
     with user_errors():
-        check_folder(out_path)
+        check_output(out_path)
         joined = read_results(results, requests_path, tokenizer=tokenizer)
         optimizer.write_trace(joined.trace.requests, out_path)
     requests = joined.trace.requests

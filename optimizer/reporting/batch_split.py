@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from optimizer.common.errors import OptimizerError
-from optimizer.common.files import check_folder
 from optimizer.fleet.cluster import Cluster
 from optimizer.traces.batch import BatchLine, batch_lines
 
@@ -41,7 +40,10 @@ def check_split_dir(split_dir: str | Path) -> Path:
     """The folder to write, checked before any work: its parent exists, and it is absent,
     empty, or an earlier split that may be replaced."""
     split_dir = Path(split_dir)
-    check_folder(split_dir)
+    if str(split_dir).strip() in ("", "."):
+        raise OptimizerError("--split-dir: give a folder name (a new folder, or an earlier split to replace).")
+    if not split_dir.parent.is_dir():
+        raise OptimizerError(f"--split-dir {split_dir}: folder {split_dir.parent} does not exist.")
     if split_dir.exists() and not split_dir.is_dir():
         raise OptimizerError(f"--split-dir {split_dir}: is a file, not a folder.")
     if split_dir.is_dir():
