@@ -4,7 +4,9 @@ A spreadsheet runs a cell that starts with ``=``, ``+``, ``-``, ``@`` (or a tab 
 return) as a formula, so a request id such as ``=HYPERLINK(...)`` in a trace would execute
 when someone opens the exported plan. Export prefixes such cells with a single quote, which
 spreadsheets show as text. Cells that already start with a quote get one more, so
-`restore` can undo `neutralize` exactly and files round-trip byte for byte.
+`restore` can undo `neutralize` exactly and files round-trip byte for byte. `restore`
+touches only what `neutralize` can have written (a quote followed by one of those
+characters), so an id such as ``'a`` in a user's own file stays ``'a``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def neutralize(cells: pd.Series) -> pd.Series:
 
 
 def restore(cells: pd.Series) -> pd.Series:
-    """Undo `neutralize`: drop one leading quote from text cells that have one."""
+    """Undo `neutralize`: drop the leading quote it adds, and nothing else."""
     text = cells.astype(str)
-    quoted = text.str.startswith("'")
+    quoted = text.str.startswith(tuple("'" + start for start in _FORMULA_START))
     return text.where(~quoted, text.str.slice(1))

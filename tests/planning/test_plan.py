@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from optimizer.common.errors import OptimizerError
 from optimizer import (
     PlanError,
     load_trace,
@@ -108,7 +109,8 @@ def test_read_plan_errors_name_file_line_and_field(tmp_path):
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch, native, cluster):
-    """Tests that a write that fails half-way (disk full) leaves no file, not even a temporary one."""
+    """Tests that a write that fails half-way (disk full) is one clear error and leaves no file,
+    not even a temporary one."""
     plan = solve(native, cluster).plan
 
     def half_write(self, path, **kwargs):
@@ -116,6 +118,6 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch, native, cluster):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", half_write)
-    with pytest.raises(OSError):
+    with pytest.raises(OptimizerError, match="plan.csv: writing failed"):
         write_plan(plan, tmp_path / "plan.csv")
     assert list(tmp_path.iterdir()) == []
