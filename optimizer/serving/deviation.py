@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -21,6 +22,9 @@ import numpy as np
 from optimizer.common.errors import OptimizerError
 from optimizer.fleet.cluster import Cluster
 
+
+#: Largest slowdown factor of a replica; a slower replica has in effect failed.
+MAX_SLOWDOWN = 1e6
 
 @dataclass(frozen=True)
 class Slowdown:
@@ -44,16 +48,18 @@ class Deviations:
 
     def check(self, cluster: Cluster) -> None:
         """Clear errors for deviations that name unknown replicas or leave no replica."""
-        if not self.arrival_jitter_s >= 0:
-            raise OptimizerError(f"Arrival jitter must be at least 0 seconds, got {self.arrival_jitter_s:g}.")
+        if not 0 <= self.arrival_jitter_s < math.inf:
+            raise OptimizerError(f"Arrival jitter must be a finite number of seconds, at least 0, got {self.arrival_jitter_s:g}.")
         for event in (*self.slowdowns, *self.failures):
             if event.replica not in cluster.names:
                 raise OptimizerError(f"No replica named {event.replica!r}; the cluster has {', '.join(cluster.names)}.")
-            if not event.at_s >= 0:
-                raise OptimizerError(f"Replica {event.replica!r}: the deviation time must be at least 0 s, got {event.at_s:g}.")
+            if not 0 <= event.at_s < math.inf:
+                raise OptimizerError(f"Replica {event.replica!r}: the deviation time must be finite and at least 0 s, got {event.at_s:g}.")
         for slow in self.slowdowns:
-            if not slow.factor > 0:
-                raise OptimizerError(f"Replica {slow.replica!r}: the slowdown factor must be greater than 0, got {slow.factor:g}.")
+            # Above a million times slower, the replica has failed: say so with --fail.
+            if not 0 < slow.factor <= MAX_SLOWDOWN:
+                raise OptimizerError(f"Replica {slow.replica!r}: the slowdown factor must be above 0 and at most {MAX_SLOWDOWN:g} "
+                                     f"(use --fail for a replica that stops), got {slow.factor:g}.")
         failed = {f.replica for f in self.failures}
         if len(failed) < len(self.failures):
             raise OptimizerError("A replica can fail only once.")

@@ -110,6 +110,11 @@ class Rows:
             bad = stamps.isna().to_numpy()
             row = int(np.argmax(bad)) if bad.any() else 0
             raise self.error(f"{text.iloc[row]!r} is not a timestamp (expected e.g. 2023-11-16 18:17:03.9799600).", row, column) from None
+        # Nanoseconds end in 2262; later stamps would wrap around silently.
+        late = (stamps >= pd.Timestamp("2262-01-01", tz="UTC")).to_numpy()
+        if late.any():
+            row = int(np.argmax(late))
+            raise self.error(f"{text.iloc[row]!r} is past the year 2261; check the timestamp.", row, column)
         # Subtract in integer nanoseconds: epoch seconds as floats would lose the 7th digit.
         nanoseconds = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)
         return _within_span(self, (nanoseconds - nanoseconds.min()) / 1e9, column)
