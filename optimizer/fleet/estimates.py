@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.common.errors import OptimizerError
+from optimizer.common.words import counted
 from optimizer.fleet import token_costs
 from optimizer.fleet.cluster import Cluster, Replica
 from optimizer.fleet.profile import Profile
@@ -116,7 +117,7 @@ def _lengths(requests: pd.DataFrame, output: pd.Series) -> np.ndarray:
         request_id = requests["request_id"].iloc[int(np.argmax(unknown))]
         raise OptimizerError(
             f"Request {request_id!r} has neither output_tokens nor predicted_output_tokens; "
-            f"planning needs one of them ({int(unknown.sum())} requests lack both)."
+            f"planning needs one of them ({counted(int(unknown.sum()), 'request')} lack{'s' if unknown.sum() == 1 else ''} both)."
         )
     return output.to_numpy(dtype=np.int64)
 
@@ -253,12 +254,13 @@ def _check_every_request_fits(
     if not serving:
         unserved = int((models == models[j]).sum())
         raise OptimizerError(
-            f"{unserved} requests (first {request_id!r}) ask for model {models[j]!r}, which no replica serves "
-            f"(the cluster serves {', '.join(cluster.models)}); use --model to serve every request with one model."
+            f"{counted(unserved, 'request')} (first {request_id!r}) ask{'s' if unserved == 1 else ''} for model {models[j]!r}, "
+            f"which no replica serves (the cluster serves {', '.join(cluster.models)}); serve them with a model the "
+            f"cluster has (--model {cluster.models[0]}) or add replicas of {models[j]!r} (--replicas {models[j]}@GPU-tpN:COUNT)."
         )
     largest = max(serving, key=lambda k: kinds[k].kv_capacity_tokens)
     raise OptimizerError(
         f"Request {request_id!r} needs {kv_tokens[j, largest]:,} tokens of KV cache (prompt plus output), more than "
         f"the largest capacity of a replica serving {kinds[largest].model}, {kinds[largest].kv_capacity_tokens:,} tokens "
-        f"on {kinds[largest].kind} ({count} requests do not fit)."
+        f"on {kinds[largest].kind} ({counted(count, 'request')} cannot fit)."
     )

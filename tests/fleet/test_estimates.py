@@ -64,7 +64,7 @@ def test_kv_footprint_counts_whole_blocks_and_limits_eligibility():
 
 def test_request_larger_than_every_kv_cache_is_named():
     """Tests that a request no replica can hold is one error naming it and the largest capacity."""
-    with pytest.raises(OptimizerError, match=r"Request 'r1' needs 50,016 tokens of KV cache .* more than the largest capacity .* 37,728 tokens on llama2-70b@a100-80gb-tp2 \(1 requests do not fit\)"):
+    with pytest.raises(OptimizerError, match=r"Request 'r1' needs 50,016 tokens of KV cache .* more than the largest capacity .* 37,728 tokens on llama2-70b@a100-80gb-tp2 \(1 request cannot fit\)"):
         estimate(_requests([100, 50_000], [10, 10]), parse_replicas("a100-tp2:2"), np.array([10, 10]))
 
 
