@@ -118,14 +118,21 @@ def batch_lines(path: str | Path) -> list[BatchLine]:
     return found
 
 
-def read_batch(path: str | Path) -> Rows:
-    """Raw rows of a batch file, one per line: custom_id, url, model, n, max_tokens, prompt.
+#: Prompts are counted every this many lines, so only their counts are kept, not their text.
+CHUNK_LINES = 65_536
 
-    Reads line by line and keeps only what planning needs (not the JSON objects), so a
-    million lines fit in memory. Every structural problem is reported at its line.
+
+def read_batch(path: str | Path, tokenizer: Tokenizer | None = None) -> Rows:
+    """Raw rows of a batch file, one per line: custom_id, url, model, n, max_tokens, prompt_tokens.
+
+    Reads line by line and keeps only what planning needs (not the JSON objects nor the
+    prompts' text, counted in chunks as they are read), so a million lines fit in memory.
+    Every structural problem is reported at its line.
     """
-    columns: dict[str, list] = {"custom_id": [], "url": [], "model": [], "n": [], "max_tokens": [], "prompt": []}
+    columns: dict[str, list] = {"custom_id": [], "url": [], "model": [], "n": [], "max_tokens": []}
     lines, first_line = [], {}
+    prompts: list[object] = []  # of the lines not counted yet
+    counted: list[np.ndarray] = []
     for number, raw in raw_lines(path):
         record = _parse(path, number, raw)
         custom_id, body = record["custom_id"], record["body"]
@@ -150,10 +157,15 @@ def read_batch(path: str | Path) -> Rows:
         columns["model"].append(model)
         columns["n"].append(n)
         columns["max_tokens"].append(cap)
-        columns["prompt"].append(_prompt(body, url, path, number))
+        prompts.append(_prompt(body, url, path, number))
         lines.append(number)
+        if len(prompts) == CHUNK_LINES:
+            counted.append(prompt_tokens(columns["url"][-len(prompts) :], prompts, tokenizer))
+            prompts = []
     if not lines:
         raise TraceError("the file is empty.", path=path)
+    if prompts:
+        counted.append(prompt_tokens(columns["url"][-len(prompts) :], prompts, tokenizer))
     raw_table = pd.DataFrame(
         {
             "custom_id": pd.Series(columns["custom_id"], dtype=str),
@@ -161,7 +173,7 @@ def read_batch(path: str | Path) -> Rows:
             "model": pd.Series(columns["model"], dtype=str),
             "n": np.asarray(columns["n"], dtype=np.int64),
             "max_tokens": pd.array(columns["max_tokens"], dtype="Int64"),
-            "prompt": pd.Series(columns["prompt"], dtype=object),
+            "prompt_tokens": np.concatenate(counted),
         }
     )
     return Rows(raw_table, str(path), np.asarray(lines, dtype=np.int64))
@@ -185,10 +197,10 @@ def _prompt(body: dict, url: str, path, number: int) -> object:
 
 
 def batch(rows: Rows, options: Options, tokenizer: Tokenizer | None = None) -> Converted:
-    """The requests of a batch file's rows (`read_batch`)."""
+    """The requests of a batch file's rows (`read_batch`, which counted the prompts with `tokenizer`)."""
     raw = rows.raw
     n = raw["n"].to_numpy()
-    prompt_tokens, notes = _prompt_tokens(raw, tokenizer)
+    notes = [_counted_how(tokenizer, bool((raw["url"] == CHAT_URL).any()))]
     ids = [request_id for custom_id, k in zip(raw["custom_id"].tolist(), n.tolist()) for request_id in request_ids(custom_id, k)]
     repeated = pd.Series(ids, dtype=str)
     clash = repeated.duplicated().to_numpy()
@@ -200,7 +212,7 @@ def batch(rows: Rows, options: Options, tokenizer: Tokenizer | None = None) -> C
     columns = {
         "request_id": repeated,
         "arrival_s": arrival_s,
-        "prompt_tokens": np.repeat(prompt_tokens, n),
+        "prompt_tokens": np.repeat(raw["prompt_tokens"].to_numpy(), n),
         "predicted_output_tokens": pd.arrays.IntegerArray(
             np.repeat(cap.to_numpy(dtype=np.int64, na_value=0), n), np.repeat(cap.isna(), n)
         ),
@@ -218,12 +230,11 @@ def batch(rows: Rows, options: Options, tokenizer: Tokenizer | None = None) -> C
     return Converted(columns, notes=notes)
 
 
-def _prompt_tokens(raw: pd.DataFrame, tokenizer: Tokenizer | None) -> tuple[np.ndarray, list[str]]:
-    """Prompt tokens of every line and the note saying how they were counted."""
-    counts = np.zeros(len(raw), dtype=np.int64)
-    prompts = raw["prompt"].tolist()
-    chat = (raw["url"] == CHAT_URL).to_numpy()
-    is_ids = np.fromiter((isinstance(p, list) and not chat[i] for i, p in enumerate(prompts)), dtype=bool, count=len(prompts))
+def prompt_tokens(urls: list[str], prompts: list[object], tokenizer: Tokenizer | None) -> np.ndarray:
+    """Prompt tokens of requests (`optimizer.traces.tokens`), at least 1."""
+    counts = np.zeros(len(prompts), dtype=np.int64)
+    chat = np.fromiter((url == CHAT_URL for url in urls), dtype=bool, count=len(urls))
+    is_ids = np.fromiter((isinstance(p, list) and not c for p, c in zip(prompts, chat)), dtype=bool, count=len(prompts))
     text = ~chat & ~is_ids
     if chat.any():
         counts[chat] = chat_prompt_tokens([prompts[i] for i in np.flatnonzero(chat)], tokenizer)
@@ -231,19 +242,22 @@ def _prompt_tokens(raw: pd.DataFrame, tokenizer: Tokenizer | None) -> tuple[np.n
         counts[text] = completion_prompt_tokens([prompts[i] for i in np.flatnonzero(text)], tokenizer)
     if is_ids.any():
         counts[is_ids] = [len(prompts[i]) for i in np.flatnonzero(is_ids)]
+    return np.maximum(counts, 1)
+
+
+def _counted_how(tokenizer: Tokenizer | None, has_chat: bool) -> str:
+    """The load note saying how prompt tokens were counted."""
     if tokenizer is None:
-        how = (
+        return (
             "No --tokenizer: prompt tokens estimated as digits + 1.3 x words + symbols + newlines of the text "
             "(Llama-2 conventions), + 4 per chat message and 3 for the assistant turn (+1 BOS for completions)."
         )
-    elif tokenizer.chat_template is not None or not chat.any():
-        how = f"Prompt tokens counted with the tokenizer {tokenizer.describe()}."
-    else:
-        how = (
-            f"Prompt tokens counted with the tokenizer {tokenizer.describe()}: chat contents tokenized, "
-            "+ 4 per message and 3 for the assistant turn."
-        )
-    return np.maximum(counts, 1), [how]
+    if tokenizer.chat_template is not None or not has_chat:
+        return f"Prompt tokens counted with the tokenizer {tokenizer.describe()}."
+    return (
+        f"Prompt tokens counted with the tokenizer {tokenizer.describe()}: chat contents tokenized, "
+        "+ 4 per message and 3 for the assistant turn."
+    )
 
 
 def cap_predictions(requests: pd.DataFrame, loaded: pd.DataFrame) -> pd.DataFrame:

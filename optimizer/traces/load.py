@@ -25,7 +25,7 @@ from optimizer.traces.batch import read_batch
 from optimizer.traces.formats import FORMATS, TraceFormat, detect
 from optimizer.traces.rows import Converted, Options, Rows
 from optimizer.traces.table import TARGET_COLUMNS, Trace
-from optimizer.traces.tokens import load_tokenizer
+from optimizer.traces.tokens import Tokenizer, load_tokenizer
 
 
 def _container(path: Path) -> str:
@@ -85,10 +85,10 @@ def _blank_rows(raw: pd.DataFrame) -> np.ndarray:
     return np.logical_and.reduce([(raw[c].astype(str).str.strip() == "").to_numpy() for c in raw.columns])
 
 
-def _read_jsonl(path: Path, forced: str | None) -> tuple[Rows, TraceFormat]:
+def _read_jsonl(path: Path, forced: str | None, tokenizer: Tokenizer | None = None) -> tuple[Rows, TraceFormat]:
     if forced == "batch" or (forced is None and _looks_like_batch(path)):
         # Batch files are read line by line without keeping their JSON (a million lines).
-        return read_batch(path), FORMATS["batch"]
+        return read_batch(path, tokenizer), FORMATS["batch"]
     records, lines = [], []
     with open(path, encoding="utf-8-sig") as f:
         try:
@@ -167,8 +167,11 @@ def load_trace(
     if arrival_rate is not None and not arrival_rate > 0:
         raise TraceError(f"the arrival rate must be greater than 0 requests/s, got {arrival_rate:g}.", path=path)
     container = _container(path)
-    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[container]
-    rows, fmt = reader(path, format)
+    loaded_tokenizer = None if tokenizer is None else load_tokenizer(tokenizer)
+    if container == "jsonl":
+        rows, fmt = _read_jsonl(path, format, loaded_tokenizer)
+    else:
+        rows, fmt = {"csv": _read_csv, "parquet": _read_parquet}[container](path, format)
     if len(rows) == 0:
         raise TraceError("has a header but no requests.", path=path)
     if arrival_rate is not None and fmt.name != "lengths":
@@ -178,7 +181,7 @@ def load_trace(
         )
     options = Options(arrival_rate, seed)
     if fmt.name == "batch":
-        converted = fmt.convert(rows, options, None if tokenizer is None else load_tokenizer(tokenizer))
+        converted = fmt.convert(rows, options, loaded_tokenizer)
     elif tokenizer is not None:
         raise TraceError(f"a tokenizer applies only to batch files, not to this {fmt.name} trace.", path=path)
     else:

@@ -12,8 +12,9 @@ an equal share (the remainder to the first ones), and a note says so.
 
 Nothing is dropped: a request that errored, or that no output file mentions, stays in
 the trace with its prompt tokens from the input (counted or estimated as the loader
-does), its output length unknown and its ``max_tokens`` cap as the prediction, and is
-listed in `Results.failed` with the reason. A line for a custom_id the input does not
+does), its output length unknown and its ``max_tokens`` cap as the prediction (the
+requests that finished have no prediction: their actual length is known), and is listed
+in `Results.failed` with the reason. A line for a custom_id the input does not
 have, or a second result for the same one, is an error naming the file and line.
 """
 
@@ -81,6 +82,10 @@ def read_results(output_paths: list[str | Path], requests_path: str | Path, *, t
         shared += n > 1
     table["prompt_tokens"] = np.maximum(prompt, 1)
     table["output_tokens"] = pd.arrays.IntegerArray(np.maximum(output, 1), ~known)
+    # The cap stays the prediction only where the length is still unknown, so a plan made on
+    # this trace uses the actual lengths where the run measured them.
+    cap = table["predicted_output_tokens"].array
+    table["predicted_output_tokens"] = pd.arrays.IntegerArray(cap.to_numpy(dtype=np.int64, na_value=0), cap.isna() | known)
     failed_table = pd.DataFrame(failed, columns=["custom_id", "line", "status", "reason", "result"])
     notes = [f"Prompt and output tokens of {int(known.sum()):,} requests are the runner's usage counts from {len(output_paths)} results file(s)."]
     if shared:

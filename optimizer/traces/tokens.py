@@ -116,9 +116,9 @@ def _special(token: object) -> str:
 def chat_prompt_tokens(conversations: list[list[dict]], tokenizer: Tokenizer | None) -> np.ndarray:
     """Prompt tokens of chat requests (each a list of messages with text contents)."""
     if tokenizer is not None and tokenizer.chat_template is not None:
-        return tokenizer.count_texts(render_chat(conversations, tokenizer))
+        return count_unique(render_chat(conversations, tokenizer), tokenizer)
     contents = [message_text(m) for messages in conversations for m in messages]
-    per_message = tokenizer.count_texts(contents) if tokenizer is not None else estimate_tokens(pd.Series(contents, dtype=object))
+    per_message = count_unique(contents, tokenizer)
     sizes = np.fromiter((len(messages) for messages in conversations), dtype=np.int64, count=len(conversations))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else sizes
     content = np.add.reduceat(per_message, starts) if len(per_message) else np.zeros(len(sizes), dtype=np.int64)
@@ -128,8 +128,16 @@ def chat_prompt_tokens(conversations: list[list[dict]], tokenizer: Tokenizer | N
 
 def completion_prompt_tokens(prompts: list[str], tokenizer: Tokenizer | None) -> np.ndarray:
     """Prompt tokens of completion requests: their text's tokens + 1 (the BOS token)."""
-    counts = tokenizer.count_texts(prompts) if tokenizer is not None else estimate_tokens(pd.Series(prompts, dtype=object))
-    return (counts + 1).astype(np.int64)
+    return (count_unique(prompts, tokenizer) + 1).astype(np.int64)
+
+
+def count_unique(texts: list[str], tokenizer: Tokenizer | None) -> np.ndarray:
+    """Token counts of texts (tokenizer, else estimated), each distinct text counted once:
+    batch files repeat their system prompts and few-shot examples on every line."""
+    codes, distinct = pd.factorize(pd.Series(texts, dtype=object), sort=False)
+    distinct = list(distinct)
+    counts = tokenizer.count_texts(distinct) if tokenizer is not None else estimate_tokens(pd.Series(distinct, dtype=object))
+    return np.asarray(counts, dtype=np.int64)[codes]
 
 
 def render_chat(conversations: list[list[dict]], tokenizer: Tokenizer) -> list[str]:

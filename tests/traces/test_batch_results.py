@@ -40,6 +40,7 @@ def test_errored_and_missing_requests_are_listed_and_kept_with_unknown_output(tm
     assert requests.loc[["c#0", "c#1", "c#2"], "output_tokens"].tolist() == [4, 3, 3]
     assert requests.loc[["b", "d"], "output_tokens"].isna().all()
     assert requests.loc[["b", "d"], "predicted_output_tokens"].tolist() == [100, 77]
+    assert requests.loc[["a", "c#0"], "predicted_output_tokens"].isna().all()  # plans use the actual length
     failed = joined.failed.set_index("custom_id")
     assert failed.loc["b", "status"] == "error" and failed.loc["b", "reason"] == "context too long"
     assert failed.loc["b", "result"] == f"{first}:2"
