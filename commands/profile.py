@@ -101,7 +101,7 @@ def profile_show(
         out.print("Fit error: the closed form against its source on points it was not fitted on (kernels), the calibration's held-out runs, or the roofline's band.")
 
 
-@app.command("calibrate", epilog="Example: python cli.py profile calibrate runs.csv --replica llama-3.1-70b@h100-tp4 --out mine.json")
+@app.command("calibrate", epilog="Example: python cli.py profile calibrate optimizer/fleet/data/splitwise_perf_model.csv --replica llama-3.1-70b@h100-tp4 --rows llama2-70b@h100-80gb-tp4 --out mine.json")
 def profile_calibrate(
     measurements: Annotated[Path, typer.Argument(help="Measured runs: `vllm bench latency` runs (batch_size,input_len,output_len,latency_s) or Splitwise perf_model.csv rows.", show_default=False)],
     replica: Annotated[str, typer.Option("--replica", help="The configuration measured, MODEL@GPU-tpN.", show_default=False)],
@@ -143,7 +143,7 @@ def _calibration_rows(path: Path, target, rows: str | None):
     return picked
 
 
-@app.command("fit", epilog="Example: python cli.py profile fit my_measurements.csv")
+@app.command("fit", epilog="Example: python cli.py profile fit optimizer/fleet/data/splitwise_perf_model.csv")
 def profile_fit(
     measurements: Annotated[Path, typer.Argument(help="Measurements CSV with Splitwise's perf_model.csv columns.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the fitted coefficients as JSON.")] = False,

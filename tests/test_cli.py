@@ -273,3 +273,27 @@ def test_calibrate_writes_a_profile_that_solve_uses(tmp_path):
                                  "--solver", "lpt", "--out", str(tmp_path / "plan.csv")])
     assert solved.exit_code == 0, solved.stderr
     assert "llama-3.1-70b@h100-80gb-tp4: calibrated (8 runs" in solved.stdout
+
+
+def test_every_help_example_reads_files_that_exist():
+    """Tests that each command's help example runs as written on a fresh clone: every file it
+    reads is in the repository, or is written by another command's example (solve's plan.csv,
+    simulate's requests.csv)."""
+    import shlex
+
+    examples = []
+    for path, command in _commands(typer.main.get_command(app)):
+        if command.epilog and "Example: " in command.epilog:
+            examples.append(shlex.split(command.epilog.split("Example: ", 1)[1]))
+    written = {words[i + 1] for words in examples for i, word in enumerate(words[:-1]) if word == "--out"}
+    reads = ("--trace", "--simulation", "--plan", "--candidates", "--requests", "--predictor", "--history", "--profiles")
+    missing = []
+    for words in examples:
+        args = words[2:]  # after "python cli.py"
+        names = [a for i, a in enumerate(args) if i and not a.startswith("-") and not args[i - 1].startswith("-")]
+        names += [args[i + 1] for i, a in enumerate(args[:-1]) if a in reads]
+        names += [a for a in args if a.endswith((".toml", ".json")) and a not in written and "@" not in a]
+        for name in names:
+            if "." in name and not (ROOT / name).exists() and name not in written:
+                missing.append(f"{' '.join(words)}: {name}")
+    assert not missing, "\n".join(missing)
