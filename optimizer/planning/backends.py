@@ -115,7 +115,7 @@ def solve_model(
         work = functools.partial(_pulp_cbc, relative_gap=relative_gap)
     else:  # the facade checks names first; this is a programming error
         raise ValueError(f"unknown backend {backend!r}")
-    result = _in_child_process(work, model, deadline, progress)
+    result = in_child_process(work, model, deadline, progress)
     return replace(result, time_s=time.perf_counter() - started)
 
 
@@ -322,16 +322,17 @@ def _child(connection, function, model, deadline, with_progress: bool) -> None:
         connection.send(("failed", f"{type(exc).__name__}: {exc}".splitlines()[0]))
 
 
-def _in_child_process(function, model: LinearModel, deadline: float, progress: Progress | None = None) -> BackendResult:
+def in_child_process(function, model, deadline: float, progress: Progress | None = None):
     """Run `function(model, deadline, report)` in a forked child killed at the deadline plus
-    grace; progress reports are relayed to `progress`. A child that dies, raises or overruns
-    gives status FAILED (with a reason) or NO_SOLUTION, never an exception here."""
+    grace, and return what it returns; progress reports are relayed to `progress`. A child
+    that dies, raises or overruns gives a `BackendResult` with status FAILED (with a reason)
+    or NO_SOLUTION, never an exception here."""
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(send, function, model, deadline, progress is not None), daemon=True)
     child.start()
     send.close()
-    result: BackendResult | None = None
+    result = None
     failure = ""
     try:
         while result is None and not failure:
@@ -362,3 +363,6 @@ def _in_child_process(function, model: LinearModel, deadline: float, progress: P
     if result is None:
         return BackendResult("NO_SOLUTION", None, np.inf, -np.inf, 0.0, True)
     return result
+
+
+_in_child_process = in_child_process

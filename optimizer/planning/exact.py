@@ -1,0 +1,194 @@
+"""An exact P||Cmax core: binary search on the makespan, each step a bin-packing question.
+
+For whole-number times p_j on m identical machines:
+
+1. bounds LB (`optimizer.planning.makespan_bounds`) and an incumbent of makespan UB, the
+   best of LPT, MULTIFIT and Karmarkar-Karp, each improved by local search
+   (`optimizer.planning.incumbent`); LB = UB proves it optimal;
+2. otherwise probe capacities C in [LB, UB - 1], first C = LB (the bounds are usually
+   tight), then halving what is left: "do the jobs fit in m bins of size C?" is solved by
+   CP-SAT. "No" raises LB to C + 1; "yes" gives a schedule, improved by local search, that
+   lowers UB; "unknown" (the probe's work budget ran out) moves the next probe above C.
+   It ends when LB = UB (proven optimal) or the budget is spent.
+
+Feasibility model (jobs of equal time aggregated: t_s distinct times, c_s jobs of each)::
+
+    y[s, i] in {0, ..., min(c_s, floor(C / t_s))}     jobs of time t_s on machine i
+    sum_i y[s, i] = c_s                               every job is placed
+    sum_s t_s y[s, i] <= C                            every machine within C
+
+Symmetry breaking: machines are identical, so the jobs longer than C/2 (one per machine at
+most) are fixed to machines 0, 1, ... in decreasing order, and the remaining machines are
+ordered by decreasing load. Each probe runs CP-SAT on deterministic work only (interleaved
+subsolvers on one thread, `optimizer.planning.backends.configure_cp_sat`), so the answer
+does not depend on the machine's load; the whole search runs in a child process
+(`optimizer.planning.backends`), so a solver crash leaves the heuristic schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from optimizer.planning.backends import BackendResult, Progress, configure_cp_sat, in_child_process, stopped_by_wall_clock
+from optimizer.planning.incumbent import karmarkar_karp, local_search, lpt, makespan, multifit
+from optimizer.planning.makespan_bounds import lower_bound
+
+#: Share of the work budget given to the first probe, C = LB.
+FIRST_PROBE_SHARE = 0.5
+#: A probe gets at least this much deterministic work.
+MIN_PROBE_S = 0.05
+
+
+@dataclass(frozen=True)
+class ExactResult:
+    """A schedule and its certificate: optimal when `makespan == lower_bound`."""
+
+    assignment: np.ndarray
+    makespan: int
+    lower_bound: int
+    #: Makespan of the best heuristic schedule before any probe.
+    heuristic: int
+    #: How each probe ended: (C, "FEASIBLE" | "INFEASIBLE" | "UNKNOWN").
+    probes: tuple[tuple[int, str], ...] = ()
+    wall_clock_cut: bool = False
+    message: str = ""
+
+    @property
+    def optimal(self) -> bool:
+        return self.makespan <= self.lower_bound
+
+
+def best_heuristic(times: np.ndarray, m: int, max_steps: int = 10_000) -> np.ndarray:
+    """The best of LPT, MULTIFIT and Karmarkar-Karp after local search (first on ties)."""
+    best, best_c = None, math.inf
+    for rule in (lpt, multifit, karmarkar_karp):
+        assignment = local_search(times, rule(times, m), m, max_steps=max_steps)
+        c = makespan(times, assignment, m)
+        if c < best_c:
+            best, best_c = assignment, c
+    return best
+
+
+def solve_exact(
+    times: np.ndarray,
+    m: int,
+    *,
+    deterministic_limit_s: float,
+    time_limit_s: float | None = None,
+    seed: int = 0,
+    num_workers: int = 8,
+    progress: Progress | None = None,
+) -> ExactResult:
+    """The search of the module docstring. `deterministic_limit_s` is CP-SAT's work budget for
+    all probes together; `time_limit_s` a wall-clock cap (None: none)."""
+    import time
+
+    times = np.asarray(times, dtype=np.int64)
+    if len(times) and times.min() < 0:
+        raise ValueError("processing times must be >= 0")
+    assignment = best_heuristic(times, m)
+    upper = int(makespan(times, assignment, m))
+    lower = lower_bound(times, m, upper)
+    if lower >= upper or deterministic_limit_s < MIN_PROBE_S:
+        return ExactResult(assignment, upper, min(lower, upper), upper)
+    deadline = np.inf if time_limit_s is None else time.perf_counter() + time_limit_s
+    found = in_child_process(_search, (times, m, assignment, lower, deterministic_limit_s, seed, num_workers), deadline, progress)
+    if isinstance(found, BackendResult):  # the child failed or was killed: keep the heuristic
+        return ExactResult(assignment, upper, lower, upper, (), found.wall_clock_cut, found.message)
+    return found
+
+
+def _search(problem, deadline: float, report: Progress | None) -> ExactResult:
+    times, m, assignment, lower, budget, seed, num_workers = problem
+    upper = heuristic = int(makespan(times, assignment, m))
+    probes: list[tuple[int, str]] = []
+    floor = lower  # the next probe is at or above this capacity
+    spent, cut = 0.0, False
+    while floor < upper and budget - spent >= MIN_PROBE_S:
+        left = budget - spent
+        if not probes:
+            capacity, share = lower, left * FIRST_PROBE_SHARE
+        else:
+            capacity = (floor + upper - 1) // 2
+            share = left / max(1, math.ceil(math.log2(upper - floor + 1)))
+        status, found, used, probe_cut = fits(times, m, capacity, deterministic_limit_s=max(share, MIN_PROBE_S), deadline=deadline, seed=seed, num_workers=num_workers, hint=assignment)
+        spent += used
+        cut = cut or probe_cut
+        probes.append((capacity, status))
+        if status == "INFEASIBLE":
+            lower = floor = capacity + 1
+        elif status == "FEASIBLE":
+            assignment = local_search(times, found, m)
+            upper = int(makespan(times, assignment, m))
+        else:
+            floor = capacity + 1
+            if probe_cut:
+                break
+        if report is not None:
+            report(float(upper), float(lower), 0.0)
+    return ExactResult(assignment, upper, min(lower, upper), heuristic, tuple(probes), cut and lower < upper)
+
+
+def fits(
+    times: np.ndarray,
+    m: int,
+    capacity: int,
+    *,
+    deterministic_limit_s: float,
+    deadline: float = np.inf,
+    seed: int = 0,
+    num_workers: int = 8,
+    hint: np.ndarray | None = None,
+) -> tuple[str, np.ndarray | None, float, bool]:
+    """Whether the jobs fit on m machines of `capacity` (the model of the module docstring):
+    ("FEASIBLE", assignment, ...), ("INFEASIBLE", None, ...) or ("UNKNOWN", None, ...), with
+    the deterministic work spent and whether the wall clock stopped the probe."""
+    from ortools.sat.python import cp_model
+
+    if len(times) and times.max() > capacity:
+        return "INFEASIBLE", None, 0.0, False
+    sizes, of_job, counts = np.unique(times, return_inverse=True, return_counts=True)
+    model = cp_model.CpModel()
+    # y[s, i] = how many jobs of time sizes[s] run on machine i.
+    y = [
+        [model.new_int_var(0, int(min(c, capacity // s if s > 0 else c)), f"y[{s_i},{i}]") for i in range(m)]
+        for s_i, (s, c) in enumerate(zip(sizes.tolist(), counts.tolist()))
+    ]
+    # Every job is placed.
+    for s_i, c in enumerate(counts.tolist()):
+        model.add(sum(y[s_i]) == c)
+    # Every machine is loaded within the capacity.
+    loads = [sum(int(s) * y[s_i][i] for s_i, s in enumerate(sizes.tolist())) for i in range(m)]
+    for i in range(m):
+        model.add(loads[i] <= capacity)
+    # Symmetry breaking: the jobs longer than C/2 (at most one per machine) on machines
+    # 0, 1, ... from the longest; the other machines are interchangeable, ordered by load.
+    big = np.sort(times[2 * times > capacity])[::-1]
+    if len(big) > m:
+        return "INFEASIBLE", None, 0.0, False
+    for i, p in enumerate(big.tolist()):
+        s_i = int(np.searchsorted(sizes, p))
+        model.add(y[s_i][i] >= 1)
+    for i in range(len(big), m - 1):
+        model.add(loads[i] >= loads[i + 1])
+    if hint is not None:
+        for s_i in range(len(sizes)):
+            on = np.bincount(hint[of_job == s_i], minlength=m)
+            for i in range(m):
+                model.add_hint(y[s_i][i], int(on[i]))
+    solver = cp_model.CpSolver()
+    configure_cp_sat(solver, deterministic_limit_s=deterministic_limit_s, deadline=deadline, num_workers=num_workers, seed=seed, relative_gap=0.0)
+    status = solver.solve(model)
+    used = float(solver.response_proto.deterministic_time)
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        assignment = np.empty(len(times), dtype=np.int64)
+        for s_i in range(len(sizes)):
+            machines = np.repeat(np.arange(m), [solver.value(y[s_i][i]) for i in range(m)])
+            assignment[of_job == s_i] = machines
+        return "FEASIBLE", assignment, used, False
+    if status == cp_model.INFEASIBLE:
+        return "INFEASIBLE", None, used, False
+    return "UNKNOWN", None, used, stopped_by_wall_clock(solver, "UNKNOWN", deterministic_limit_s)

@@ -1,0 +1,182 @@
+"""Upper bounds for P||Cmax (jobs with times p_j on m identical machines): constructive rules
+and a local search that improves their schedules. Every function is deterministic (ties go
+to the lowest index) and returns the machine of each job.
+
+- LPT: longest job first to the least-loaded machine (Graham: within 4/3 - 1/(3m)).
+- MULTIFIT (Coffman, Garey & Johnson 1978): binary search on a capacity C; first-fit
+  decreasing packs the jobs into bins of size C; the smallest C that needs at most m bins
+  gives the schedule (within 13/11 of the optimum).
+- Karmarkar-Karp differencing, generalised to m machines: every job starts as a partial
+  schedule (p_j, 0, ..., 0); the two partial schedules with the largest spread (largest
+  minus smallest load) are merged, largest load of one with smallest of the other, until
+  one schedule is left. Strong when jobs are few per machine (m = 2 above all).
+- Local search from any schedule: from a machine with the largest load L_a to another
+  with load L_b, it exchanges a set of jobs S_a (one or two) for a set S_b (none, one or
+  two): move (1-0), swap (1-1), 2-1 and 2-2. With d = p(S_a) - p(S_b), the exchange is
+  improving when 0 < d < L_a - L_b: both new loads are below L_a and the sum of squared
+  loads strictly drops, so the search ends and the makespan never rises. It takes the
+  improving exchange that balances the two machines best, and stops when none is left
+  (or after `max_steps` exchanges, a deterministic work limit).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+
+def lpt(times: np.ndarray, m: int) -> np.ndarray:
+    """Longest first, each to the least-loaded machine (lowest index on ties)."""
+    heap = [(0, r) for r in range(m)]
+    assignment = np.empty(len(times), dtype=np.int64)
+    for j in np.argsort(-np.asarray(times), kind="stable"):
+        load, r = heap[0]
+        heapq.heapreplace(heap, (load + times[j], r))
+        assignment[j] = r
+    return assignment
+
+
+def _first_fit_decreasing(times: np.ndarray, order: np.ndarray, capacity: float, m: int) -> np.ndarray | None:
+    """FFD into at most m bins of `capacity`; None when a job does not fit."""
+    loads = np.zeros(m)
+    assignment = np.empty(len(times), dtype=np.int64)
+    for j in order:
+        fits = np.flatnonzero(loads + times[j] <= capacity)
+        if not len(fits):
+            return None
+        loads[fits[0]] += times[j]
+        assignment[j] = fits[0]
+    return assignment
+
+
+def multifit(times: np.ndarray, m: int, iterations: int = 12) -> np.ndarray:
+    """MULTIFIT of the module docstring (falls back to LPT when no capacity tried fits)."""
+    times = np.asarray(times)
+    order = np.argsort(-times, kind="stable")
+    total = float(times.sum())
+    low = max(total / m, float(times.max()))
+    high = max(2 * total / m, float(times.max()))
+    best = None
+    for _ in range(iterations):
+        capacity = (low + high) / 2
+        if np.issubdtype(times.dtype, np.integer):
+            capacity = float(np.floor(capacity))
+        found = _first_fit_decreasing(times, order, capacity, m)
+        if found is None:
+            low = capacity
+        else:
+            best, high = found, capacity
+        if high - low < (1 if np.issubdtype(times.dtype, np.integer) else 1e-9 * high):
+            break
+    if best is None:
+        best = _first_fit_decreasing(times, order, high, m)
+    return best if best is not None else lpt(times, m)
+
+
+def karmarkar_karp(times: np.ndarray, m: int) -> np.ndarray:
+    """Largest differencing of the module docstring."""
+    times = np.asarray(times)
+    n = len(times)
+    # A partial schedule: loads sorted descending, with the jobs of each load.
+    heap: list[tuple[float, int, list[float], list[list[int]]]] = []
+    for j in range(n):
+        loads = [float(times[j])] + [0.0] * (m - 1)
+        groups = [[j]] + [[] for _ in range(m - 1)]
+        heap.append((-float(times[j]), j, loads, groups))
+    heapq.heapify(heap)
+    while len(heap) > 1:
+        _, key_a, loads_a, groups_a = heapq.heappop(heap)
+        _, key_b, loads_b, groups_b = heapq.heappop(heap)
+        # Largest of one with smallest of the other.
+        merged = sorted(
+            ((loads_a[i] + loads_b[m - 1 - i], groups_a[i] + groups_b[m - 1 - i]) for i in range(m)),
+            key=lambda item: -item[0],
+        )
+        loads = [load for load, _ in merged]
+        groups = [group for _, group in merged]
+        heapq.heappush(heap, (-(loads[0] - loads[-1]), min(key_a, key_b), loads, groups))
+    assignment = np.empty(n, dtype=np.int64)
+    if heap:
+        for r, group in enumerate(heap[0][3]):
+            assignment[group] = r
+    return assignment
+
+
+def makespan(times: np.ndarray, assignment: np.ndarray, m: int) -> float:
+    return float(np.bincount(assignment, weights=times, minlength=m).max()) if len(times) else 0.0
+
+
+def _subsets(jobs: np.ndarray, times: np.ndarray, sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sums of the job subsets of the given sizes (0, 1 or 2) of `jobs`, with their members
+    (-1 for none), sorted by sum."""
+    sums, first, second = [], [], []
+    for size in sizes:
+        if size == 0:
+            sums.append(np.zeros(1)), first.append(np.array([-1])), second.append(np.array([-1]))
+        elif size == 1:
+            sums.append(times[jobs].astype(float)), first.append(jobs), second.append(-np.ones(len(jobs), dtype=np.int64))
+        elif size == 2 and len(jobs) >= 2:
+            i, k = np.triu_indices(len(jobs), 1)
+            sums.append((times[jobs[i]] + times[jobs[k]]).astype(float)), first.append(jobs[i]), second.append(jobs[k])
+    if not sums:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    s, a, b = np.concatenate(sums), np.concatenate(first), np.concatenate(second)
+    order = np.lexsort((b, a, s))
+    return s[order], a[order], b[order]
+
+
+#: Above this many jobs on one machine, pairs (2-1 and 2-2 exchanges) are not enumerated:
+#: with many jobs per machine single moves and swaps already balance to within a job.
+MAX_PAIR_JOBS = 200
+
+
+def local_search(times: np.ndarray, assignment: np.ndarray, m: int, max_steps: int = 10_000) -> np.ndarray:
+    """The local search of the module docstring; never returns a worse schedule."""
+    times = np.asarray(times)
+    assignment = np.array(assignment, dtype=np.int64, copy=True)
+    loads = np.bincount(assignment, weights=times, minlength=m).astype(float)
+    tolerance = 1e-9 * max(float(times.max()) if len(times) else 0.0, 1.0) if not np.issubdtype(times.dtype, np.integer) else 0.0
+    for _ in range(max_steps):
+        best = None  # (imbalance after, a, b, out_a, out_b)
+        top = float(loads.max())
+        for a in np.flatnonzero(loads >= top - tolerance).tolist():
+            jobs_a = np.flatnonzero(assignment == a)
+            pairs = len(jobs_a) <= MAX_PAIR_JOBS
+            sums_a, a1, a2 = _subsets(jobs_a, times, (1, 2) if pairs else (1,))
+            for b in np.argsort(loads, kind="stable").tolist():
+                gap = loads[a] - loads[b]
+                if gap <= tolerance:
+                    break  # loads ascending: the rest are as loaded as a
+                jobs_b = np.flatnonzero(assignment == b)
+                sums_b, b1, b2 = _subsets(jobs_b, times, (0, 1, 2) if pairs and len(jobs_b) <= MAX_PAIR_JOBS else (0, 1))
+                # For each S_a, the S_b with d = s_a - s_b closest to gap / 2 in (0, gap).
+                target = sums_a - gap / 2
+                at = np.clip(np.searchsorted(sums_b, target), 0, len(sums_b) - 1)
+                for shift in (0, -1):
+                    idx = np.clip(at + shift, 0, len(sums_b) - 1)
+                    d = sums_a - sums_b[idx]
+                    ok = (d > tolerance) & (d < gap - tolerance)
+                    if not ok.any():
+                        continue
+                    after = np.where(ok, np.abs(gap - 2 * d), np.inf)
+                    i = int(np.argmin(after))
+                    if best is None or after[i] < best[0] - tolerance:
+                        k = int(idx[i])
+                        best = (float(after[i]), a, b, (int(a1[i]), int(a2[i])), (int(b1[k]), int(b2[k])))
+            if best is not None:
+                break  # improve the first critical machine that can be improved
+        if best is None:
+            break
+        _, a, b, out_a, out_b = best
+        for j in out_a:
+            if j >= 0:
+                assignment[j] = b
+                loads[a] -= times[j]
+                loads[b] += times[j]
+        for j in out_b:
+            if j >= 0:
+                assignment[j] = a
+                loads[b] -= times[j]
+                loads[a] += times[j]
+    return assignment
