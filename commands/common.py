@@ -118,6 +118,7 @@ class OneLineErrors(typer.core.TyperGroup):
     into place only when complete)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        tidy_help(self)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as exc:  # typer's own click errors: usage, bad values, no such command
@@ -145,6 +146,23 @@ class OneLineErrors(typer.core.TyperGroup):
         if not standalone_mode:
             return code
         sys.exit(code)
+
+
+#: Metavars shown in help where an option names none: the classic click words, not typer's
+#: ``<list[Path]>`` or ``<bool>``.
+_METAVARS = {"<path>": "PATH", "<float>": "NUMBER", "<int>": "N", "<str>": "TEXT", "<list[Path]>": "PATH", "<list[str]>": "TEXT"}
+
+
+def tidy_help(command) -> None:
+    """Give every option of `command` and its subcommands a plain metavar (none for flags),
+    the built-in --help option included."""
+    from typer._click import Context  # the help option exists only once asked for with a context
+
+    for param in [*command.params, command.get_help_option(Context(command))]:
+        if param is not None and getattr(param, "metavar", "") is None and hasattr(param, "display_type"):
+            param.metavar = "" if getattr(param, "is_flag", False) else _METAVARS.get(param.display_type(Context(command)))
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)
 
 
 @contextmanager
