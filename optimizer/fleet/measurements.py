@@ -70,6 +70,12 @@ def read_measurements(path) -> pd.DataFrame:
     return read_checked_csv(path, TEXT_COLUMNS, SIZE_COLUMNS, TIME_COLUMNS, "milliseconds", "measurements")
 
 
+#: Largest prompt or output length in a measurement (the trace loader's token limit) and
+#: largest batch (the engine limit clusters accept).
+MAX_SIZE = 2**24
+MAX_BATCH = 16_384
+
+
 def read_checked_csv(path, text: tuple[str, ...], sizes: tuple[str, ...], times: tuple[str, ...],
                      time_unit: str, what: str) -> pd.DataFrame:
     """The named columns of a CSV, every cell checked: text non-empty, sizes positive whole
@@ -248,4 +254,7 @@ def _parse(text: str, is_text: bool, is_size: bool, time_unit: str, path: Path, 
     what = "a positive whole number" if is_size else f"a positive number of {time_unit}"
     if not np.isfinite(value) or value <= 0 or (is_size and not value.is_integer()):
         raise ProfileError(f"must be {what}, not {text!r}.", path=path, line=line, field=column)
+    most = MAX_BATCH if "batch" in column else MAX_SIZE
+    if is_size and value > most:
+        raise ProfileError(f"is {text}, more than {most:,}; not a measurement this tool can use.", path=path, line=line, field=column)
     return int(value) if is_size else value
