@@ -19,7 +19,21 @@ Feasibility model (jobs of equal time aggregated: t_s distinct times, c_s jobs o
 
 Symmetry breaking: machines are identical, so the jobs longer than C/2 (one per machine at
 most) are fixed to machines 0, 1, ... in decreasing order, and the remaining machines are
-ordered by decreasing load. Each probe runs CP-SAT on deterministic work only (interleaved
+ordered by decreasing load.
+
+When C and the number of distinct times are small enough (at most MAX_ARCS arcs), the
+probe uses the arc-flow model instead (Valerio de Carvalho 1999), whose LP relaxation is as
+strong as the Gilmore-Gomory pattern LP, so CP-SAT's LP subsolvers prove "no" quickly.
+Nodes are the loads 0..C a machine can reach by adding jobs longest first; an arc
+(d, d + t_s) for each time t_s that can follow, and a loss arc (d, C) from every node::
+
+    f[a] in {0, ..., m}                               machines whose schedule uses arc a
+    sum_{a out of 0} f[a] = m                         m machines start at load 0
+    sum_{a into d} f[a] = sum_{a out of d} f[a]       for every node 0 < d < C
+    sum_{a of time t_s} f[a] = c_s                    every job is placed
+
+Each unit of flow from 0 to C is one machine's schedule. Ordering jobs longest first along
+a path already breaks the symmetry between schedules of the same jobs. Each probe runs CP-SAT on deterministic work only (interleaved
 subsolvers on one thread, `optimizer.planning.backends.configure_cp_sat`), so the answer
 does not depend on the machine's load; the whole search runs in a child process
 (`optimizer.planning.backends`), so a solver crash leaves the heuristic schedule.
@@ -28,6 +42,7 @@ does not depend on the machine's load; the whole search runs in a child process
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +55,8 @@ from optimizer.planning.makespan_bounds import lower_bound
 FIRST_PROBE_SHARE = 0.5
 #: A probe gets at least this much deterministic work.
 MIN_PROBE_S = 0.05
+#: The arc-flow model is used up to this many arcs.
+MAX_ARCS = 40_000
 
 
 @dataclass(frozen=True)
@@ -84,8 +101,8 @@ def solve_exact(
 ) -> ExactResult:
     """The search of the module docstring. `deterministic_limit_s` is CP-SAT's work budget for
     all probes together; `time_limit_s` a wall-clock cap (None: none)."""
-    import time
 
+    started = time.perf_counter()
     times = np.asarray(times, dtype=np.int64)
     if len(times) and times.min() < 0:
         raise ValueError("processing times must be >= 0")
@@ -94,7 +111,7 @@ def solve_exact(
     lower = lower_bound(times, m, upper)
     if lower >= upper or deterministic_limit_s < MIN_PROBE_S:
         return ExactResult(assignment, upper, min(lower, upper), upper)
-    deadline = np.inf if time_limit_s is None else time.perf_counter() + time_limit_s
+    deadline = np.inf if time_limit_s is None else started + time_limit_s
     found = in_child_process(_search, (times, m, assignment, lower, deterministic_limit_s, seed, num_workers), deadline, progress)
     if isinstance(found, BackendResult):  # the child failed or was killed: keep the heuristic
         return ExactResult(assignment, upper, lower, upper, (), found.wall_clock_cut, found.message)
@@ -151,6 +168,9 @@ def fits(
     if len(times) and times.max() > capacity:
         return "INFEASIBLE", None, 0.0, False
     sizes, of_job, counts = np.unique(times, return_inverse=True, return_counts=True)
+    arcs = _arcs(sizes, counts, capacity)
+    if arcs is not None:
+        return _arc_flow_fits(times, m, capacity, sizes, of_job, counts, arcs, deterministic_limit_s, deadline, seed, num_workers)
     model = cp_model.CpModel()
     # y[s, i] = how many jobs of time sizes[s] run on machine i.
     y = [
@@ -192,3 +212,78 @@ def fits(
     if status == cp_model.INFEASIBLE:
         return "INFEASIBLE", None, used, False
     return "UNKNOWN", None, used, stopped_by_wall_clock(solver, "UNKNOWN", deterministic_limit_s)
+
+
+def _arcs(sizes: np.ndarray, counts: np.ndarray, capacity: int) -> list[tuple[int, int, int]] | None:
+    """Arcs (tail, head, time index) of the arc-flow graph, longest times first along a path;
+    None when there would be more than MAX_ARCS."""
+    reached = {0}
+    arcs: set[tuple[int, int, int]] = set()
+    for s_i in range(len(sizes) - 1, -1, -1):  # longest first
+        size, count = int(sizes[s_i]), int(counts[s_i])
+        if size == 0:
+            continue
+        new = set()
+        for start in sorted(reached):
+            load = start
+            for _ in range(count):
+                if load + size > capacity:
+                    break
+                arcs.add((load, load + size, s_i))
+                new.add(load + size)
+                load += size
+                if len(arcs) > MAX_ARCS:
+                    return None
+        reached |= new
+    return sorted(arcs)
+
+
+def _arc_flow_fits(times, m, capacity, sizes, of_job, counts, arcs, deterministic_limit_s, deadline, seed, num_workers):
+    from ortools.sat.python import cp_model
+
+    model = cp_model.CpModel()
+    nodes = sorted({0, capacity} | {a for a, _, _ in arcs} | {b for _, b, _ in arcs})
+    # f[a] = how many machines' schedules use job arc a; loss[d] = how many stop adding jobs at d.
+    f = [model.new_int_var(0, min(m, int(counts[s_i])), f"f[{a},{b},{s_i}]") for a, b, s_i in arcs]
+    loss = {d: model.new_int_var(0, m, f"loss[{d}]") for d in nodes if d < capacity}
+    into: dict[int, list] = {d: [] for d in nodes}
+    out: dict[int, list] = {d: [] for d in nodes}
+    for var, (a, b, _) in zip(f, arcs):
+        out[a].append(var)
+        into[b].append(var)
+    for d, var in loss.items():
+        out[d].append(var)
+    # m machines start at load 0; flow is conserved at every other node below C.
+    model.add(sum(out[0]) == m)
+    for d in nodes:
+        if 0 < d < capacity:
+            model.add(sum(into[d]) == sum(out[d]))
+    # Every job is placed (zero-time jobs go anywhere).
+    for s_i in range(len(sizes)):
+        if sizes[s_i] > 0:
+            model.add(sum(var for var, (_, _, t) in zip(f, arcs) if t == s_i) == int(counts[s_i]))
+    solver = cp_model.CpSolver()
+    configure_cp_sat(solver, deterministic_limit_s=deterministic_limit_s, deadline=deadline, num_workers=num_workers, seed=seed, relative_gap=0.0)
+    status = solver.solve(model)
+    used = float(solver.response_proto.deterministic_time)
+    if status == cp_model.INFEASIBLE:
+        return "INFEASIBLE", None, used, False
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return "UNKNOWN", None, used, stopped_by_wall_clock(solver, "UNKNOWN", deterministic_limit_s)
+    # Decompose the flow into m paths from 0: each path is one machine's times.
+    flow = {arc: solver.value(var) for arc, var in zip(arcs, f)}
+    leaving: dict[int, list] = {}
+    for arc in arcs:
+        leaving.setdefault(arc[0], []).append(arc)
+    queues = {s_i: list(np.flatnonzero(of_job == s_i)) for s_i in range(len(sizes))}
+    assignment = np.zeros(len(times), dtype=np.int64)
+    for machine in range(m):
+        d = 0
+        while True:
+            arc = next((a for a in leaving.get(d, ()) if flow[a] > 0), None)
+            if arc is None:
+                break
+            flow[arc] -= 1
+            assignment[queues[arc[2]].pop()] = machine
+            d = arc[1]
+    return "FEASIBLE", assignment, used, False

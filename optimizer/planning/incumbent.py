@@ -135,26 +135,35 @@ def local_search(times: np.ndarray, assignment: np.ndarray, m: int, max_steps: i
     """The local search of the module docstring; never returns a worse schedule."""
     times = np.asarray(times)
     assignment = np.array(assignment, dtype=np.int64, copy=True)
+    if len(times) == 0:
+        return assignment
     loads = np.bincount(assignment, weights=times, minlength=m).astype(float)
     tolerance = 1e-9 * max(float(times.max()) if len(times) else 0.0, 1.0) if not np.issubdtype(times.dtype, np.integer) else 0.0
+    # Subset sums per machine, recomputed only for the two machines an exchange changes.
+    cache: dict[tuple[int, bool, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    pairs_ok = np.bincount(assignment, minlength=m) <= MAX_PAIR_JOBS
+
+    def subsets(r: int, with_empty: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        key = (r, with_empty, bool(pairs_ok[r]))
+        if key not in cache:
+            sizes = ((0,) if with_empty else ()) + ((1, 2) if pairs_ok[r] else (1,))
+            cache[key] = _subsets(np.flatnonzero(assignment == r), times, sizes)
+        return cache[key]
+
     for _ in range(max_steps):
         best = None  # (imbalance after, a, b, out_a, out_b)
         top = float(loads.max())
+        by_load = np.argsort(loads, kind="stable").tolist()
         for a in np.flatnonzero(loads >= top - tolerance).tolist():
-            jobs_a = np.flatnonzero(assignment == a)
-            pairs = len(jobs_a) <= MAX_PAIR_JOBS
-            sums_a, a1, a2 = _subsets(jobs_a, times, (1, 2) if pairs else (1,))
-            for b in np.argsort(loads, kind="stable").tolist():
+            sums_a, a1, a2 = subsets(a, False)
+            for b in by_load:
                 gap = loads[a] - loads[b]
                 if gap <= tolerance:
                     break  # loads ascending: the rest are as loaded as a
-                jobs_b = np.flatnonzero(assignment == b)
-                sums_b, b1, b2 = _subsets(jobs_b, times, (0, 1, 2) if pairs and len(jobs_b) <= MAX_PAIR_JOBS else (0, 1))
+                sums_b, b1, b2 = subsets(b, True)
                 # For each S_a, the S_b with d = s_a - s_b closest to gap / 2 in (0, gap).
-                target = sums_a - gap / 2
-                at = np.clip(np.searchsorted(sums_b, target), 0, len(sums_b) - 1)
-                for shift in (0, -1):
-                    idx = np.clip(at + shift, 0, len(sums_b) - 1)
+                at = np.searchsorted(sums_b, sums_a - gap / 2)
+                for idx in (np.minimum(at, len(sums_b) - 1), np.maximum(at - 1, 0)):
                     d = sums_a - sums_b[idx]
                     ok = (d > tolerance) & (d < gap - tolerance)
                     if not ok.any():
@@ -179,4 +188,8 @@ def local_search(times: np.ndarray, assignment: np.ndarray, m: int, max_steps: i
                 assignment[j] = a
                 loads[b] -= times[j]
                 loads[a] += times[j]
+        for r in (a, b):
+            pairs_ok[r] = np.count_nonzero(assignment == r) <= MAX_PAIR_JOBS
+            for key in [key for key in cache if key[0] == r]:
+                del cache[key]
     return assignment
