@@ -272,3 +272,61 @@ def _solve_once(estimates, candidates, deadline_s, billing, solver, time_limit_s
 def window_cost(candidates: list[Candidate], counts, window_s: float) -> float:
     """USD for renting `counts` of each candidate for `window_s` seconds."""
     return float(np.sum(billing_rates(candidates) * np.asarray(counts)) * window_s)
+
+
+#: Budget search stops when the deadline is known to within this relative width.
+DEADLINE_TOLERANCE = 0.005
+
+
+def fastest_within_budget(
+    requests: pd.DataFrame, candidates: list[Candidate], budget_usd: float = math.inf, *, billing: str = "window", **options
+) -> Sizing:
+    """The shortest deadline (to DEADLINE_TOLERANCE) some fleet meets, in the model, for at most
+    `budget_usd`, found by bisection over deadlines with `size_fleet` (infinite budget: the
+    shortest deadline any fleet within the availability meets).
+
+    Under until-done billing the cheapest cost only falls as the deadline grows, so the
+    bisection finds the shortest deadline. Under window billing a longer window also costs
+    more per replica, so the cheapest cost is not monotone in the deadline: the bisection
+    then finds a deadline that fits the budget with a shorter one on its grid that does not.
+
+    Raises:
+        OptimizerError: no fleet fits the budget at any deadline tried.
+    """
+    if not budget_usd > 0:
+        raise OptimizerError(f"The budget must be greater than 0 USD, got {budget_usd:g}.")
+    output = planning_lengths(requests)
+    estimates = fleet_estimates(requests, candidates, len(candidates), output, options.get("profiles"))
+    chain = np.where(estimates.eligible, estimates.arrival_s[:, None] + estimates.latency_s, np.inf).min(axis=1)
+    low = float(chain.max()) * (1 - DEADLINE_TOLERANCE)  # below every request's shortest chain: no fleet
+    cheapest: Sizing | None = None
+
+    def fits(deadline_s: float) -> Sizing | None:
+        nonlocal cheapest
+        try:
+            sizing = size_fleet(requests, candidates, deadline_s, billing=billing, **options)
+        except Unreachable:
+            return None
+        if cheapest is None or sizing.cost_usd < cheapest.cost_usd:
+            cheapest = sizing
+        return sizing if sizing.cost_usd <= budget_usd * (1 + 1e-9) else None
+
+    high, found = low * 1.25, None
+    for _ in range(24):
+        found = fits(high)
+        if found is not None:
+            break
+        low, high = high, high * 2
+    if found is None:
+        if cheapest is None:
+            raise Unreachable("no fleet within the availability meets any deadline tried.")
+        raise OptimizerError(f"No fleet fits a budget of {budget_usd:,.2f} USD: the cheapest found costs {cheapest.cost_usd:,.2f} USD "
+                             f"(deadline {cheapest.deadline_s:,.1f} s, {billing} billing).")
+    while high / low - 1 > DEADLINE_TOLERANCE:
+        middle = math.sqrt(low * high)
+        sizing = fits(middle)
+        if sizing is None:
+            low = middle
+        else:
+            high, found = middle, sizing
+    return found

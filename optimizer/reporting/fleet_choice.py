@@ -30,7 +30,7 @@ import pandas as pd
 from optimizer.common.errors import OptimizerError
 from optimizer.fleet.estimates import estimate, hindsight_lengths
 from optimizer.planning.candidates import Candidate, fleet_cluster
-from optimizer.planning.sizing import Sizing, Unreachable, billing_rates, size_fleet
+from optimizer.planning.sizing import Sizing, Unreachable, billing_rates, fastest_within_budget, size_fleet
 from optimizer.planning.solve import solve
 from optimizer.serving.results import Simulation
 from optimizer.serving.simulator import simulate
@@ -257,3 +257,13 @@ def per_kind(checked: Checked, candidates: list[Candidate]) -> pd.DataFrame:
         for c, n, h, u in zip(candidates, checked.counts, checked.gpu_hours, checked.utilization) if n
     ]
     return pd.DataFrame(rows, columns=["kind", "replicas", "price_per_gpu_hour", "gpu_hours", "utilization"])
+
+
+def choose_within_budget(requests: pd.DataFrame, candidates: list[Candidate], budget_usd: float, *, billing: str = "window",
+                         solver: str = "scip", time_limit_s: float = 20.0, seed: int = 0, profiles=None, **options) -> Checked:
+    """The fleet with the shortest deadline the model meets within `budget_usd`
+    (`optimizer.planning.sizing.fastest_within_budget`), checked as it would run."""
+    sizing = fastest_within_budget(requests, candidates, budget_usd, billing=billing, solver=solver, time_limit_s=time_limit_s,
+                                   seed=seed, profiles=profiles)
+    return check_fleet(requests, candidates, sizing.deadline_s, billing=billing, solver=solver, time_limit_s=time_limit_s,
+                       seed=seed, profiles=profiles, **options)
