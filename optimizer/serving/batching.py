@@ -25,6 +25,10 @@ max_num_batched_tokens), the "optimal tiling" of the throughput-optimal literatu
 
 Length-aware policies (s3, uellm) see `predicted_output_tokens` where the trace has it, and
 the actual length otherwise (an oracle).
+
+A policy marked `lockstep` decodes, in every iteration, all decoding sequences or none, and
+looks at decoding sequences only through their number; the simulator runs it on the
+lockstep engine (`optimizer.serving.lockstep`), which gives the same results faster.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Policy(NamedOptions):
 
 class Vllm(Policy):
     name = "vllm"
+    lockstep = True
 
     def select(self, engine) -> Iteration:
         chunks, budget = [], engine.limits.max_num_batched_tokens
@@ -69,6 +74,7 @@ class Vllm(Policy):
 
 class Sarathi(Policy):
     name = "sarathi"
+    lockstep = True
     #: Tokens per iteration; 0 = the profile's cheapest chunk size.
     chunk_tokens = 0
     options = {"chunk_tokens": (0, None)}

@@ -104,6 +104,8 @@ class Engine:
         self.slow_from, self.slow_factor = math.inf, 1.0
         self.failed = False
         self.progress = None  # called with the clock after each step, for progress display
+        self.stable = getattr(policy, "stable", True)  # may runs of decodes be fast-forwarded?
+        self.observe = getattr(policy, "observe", None)  # the policy watches iteration times
 
     # -- queries used by the batching policies --------------------------------------
 
@@ -182,7 +184,7 @@ class Engine:
                     self.retire_batch(evict=False)
                     continue
                 return  # idle until more work arrives
-            if not iteration.prefill and getattr(self.policy, "stable", True):
+            if not iteration.prefill and self.stable:
                 # A run of decodes stops where a slowdown starts, to be charged at its pace.
                 self._decode_run(iteration.decode, min(horizon, self.slow_from) if self.clock < self.slow_from else horizon)
             else:
@@ -197,8 +199,10 @@ class Engine:
         return self._iteration_ms([], batch, context) * MS
 
     def _iteration_ms(self, chunks: list, batch: int, context: int) -> float:
-        tokens = sum(n for _, n in chunks)
-        attention = sum((s.prefilled + n) ** 2 - s.prefilled**2 for s, n in chunks)
+        tokens = attention = 0
+        for seq, n in chunks:
+            tokens += n
+            attention += (seq.prefilled + n) ** 2 - seq.prefilled**2
         return self.profile.iteration_ms(tokens, attention, len(chunks), batch, context)
 
     def _admit(self, seq: Sequence) -> None:
@@ -329,8 +333,8 @@ class Engine:
     def _advance(self, duration_s: float, iterations: int = 1) -> None:
         # KV use is highest at the end of an iteration, when every block it needed is held.
         self.peak_blocks = max(self.peak_blocks, self.total_blocks - self.free_blocks)
-        if hasattr(self.policy, "observe"):
-            self.policy.observe(duration_s / iterations)
+        if self.observe is not None:
+            self.observe(duration_s / iterations)
         self.nominal_busy_s += duration_s / self.slowdown_factor()  # what it would have taken at full speed
         self.clock += duration_s
         self.busy_s += duration_s

@@ -108,6 +108,7 @@ class Repair(FollowPlan, NamedOptions):
                 self.done_work[r] += float(np.sum(actual))
             if not running:
                 continue
+            engine.settle()
             self.waiting_work[r] = float(sum(self.planned_work[s.row] for s in engine.waiting))
             live = [s for s in engine.running if math.isnan(s.finish)]
             rows = np.fromiter((s.row for s in live), dtype=np.int64, count=len(live))

@@ -34,6 +34,7 @@ from optimizer.serving.batching import POLICIES
 from optimizer.serving.deviation import Deviations
 from optimizer.serving.dispatch import make_dispatcher
 from optimizer.serving.engine import Engine, Sequence
+from optimizer.serving.lockstep import LockstepEngine
 from optimizer.serving.predictor import LengthBelief
 from optimizer.serving.results import Simulation
 
@@ -53,6 +54,7 @@ def simulate(
     deviations: Deviations | None = None,
     belief: LengthBelief | None = None,
     progress: Callable[[float], None] | None = None,
+    reference: bool = False,
 ) -> Simulation:
     """Replay `requests` (with their actual output lengths) on `cluster`.
 
@@ -67,6 +69,8 @@ def simulate(
             progress (default: predictions are exact).
         progress: called with the simulated time (seconds) as it advances; it only
             watches, so results are the same with or without it.
+        reference: run every replica on the reference engine, even under lockstep
+            policies (same results, slower; for checking the lockstep engine).
     """
     if policy not in POLICIES:
         raise OptimizerError(f"Unknown batching policy {policy!r}; choose one of: {', '.join(POLICIES)}.")
@@ -80,7 +84,8 @@ def simulate(
     dispatcher = make_dispatcher(dispatch, requests, cluster, estimates, plan=plan, seed=seed,
                                  options=dispatch_options, belief=belief or LengthBelief.exact())
     POLICIES[policy](**(policy_options or {}))  # validate the options once, before any work
-    engines = [Engine(r, profile_for(r, profiles), POLICIES[policy](**(policy_options or {}))) for r in cluster.replicas]
+    kind = Engine if reference or not getattr(POLICIES[policy], "lockstep", False) else LockstepEngine
+    engines = [kind(r, profile_for(r, profiles), POLICIES[policy](**(policy_options or {}))) for r in cluster.replicas]
     if progress is not None:
         for engine in engines:
             engine.progress = progress
@@ -99,24 +104,30 @@ def simulate(
     interval = getattr(dispatcher, "interval_s", None)
     next_tick = interval if interval else math.inf
     arrivals = np.argsort(arrival, kind="stable").tolist()
+    arrival_s = arrival.tolist()
     i = f = 0
     redone = 0
+    # After an arrival, the other replicas are already at their boundary for that time: at
+    # the next arrival of the same time only the replica that took it needs a look.
+    caught_up, changed = math.nan, None
 
-    def place(seq: Sequence, now: float) -> None:
+    def place(seq: Sequence, now: float) -> Engine:
         r = dispatcher.choose(seq.row, engines, now)
         dispatcher.placed(seq.row, r)
         engines[r].enqueue(seq, now)
+        return engines[r]
 
     while True:
-        next_arrival = arrival[arrivals[i]] if i < len(arrivals) else math.inf
+        next_arrival = arrival_s[arrivals[i]] if i < len(arrivals) else math.inf
         next_failure = failures[f].at_s if f < len(failures) else math.inf
         # Ticks matter while something can still be moved or arrive.
         ticking = i < len(arrivals) or any(e.waiting for e in engines)
         now = min(next_arrival, next_failure, next_tick if ticking else math.inf)
         if now == math.inf:
             break
-        for engine in engines:
+        for engine in (changed,) if now == caught_up else engines:
             engine.run_until(now)
+        caught_up = math.nan
         if now == next_failure:
             engine = engines[cluster.names.index(failures[f].replica)]
             f += 1
@@ -133,7 +144,7 @@ def simulate(
             seq = Sequence(j, int(prompt[j]), int(out[j]), float(arrival[j]), dispatcher.queue_key(j),
                            predicted=None if predicted[j] is None else int(predicted[j]), tbt_target=float(tbt[j]), e2e_target=float(e2e[j]))
             sequences[j] = seq
-            place(seq, float(arrival[j]))
+            changed, caught_up = place(seq, arrival_s[j]), now
         else:
             dispatcher.rebalance(now, engines)
             next_tick += interval

@@ -65,13 +65,16 @@ class WaitingQueue:
 
     def add(self, seq) -> None:
         """A request arriving: after every request of a key at most its own."""
-        if self and seq.queue_key < self.last().queue_key:
-            self.edits += 1  # lands before the back
         if self._plain is None:
+            queue = self._sorted
+            if queue and seq.queue_key < queue[-1].queue_key:
+                self.edits += 1  # lands before the back
             seq.queue_rank = self._back
             self._back += 1
-            self._sorted.add(seq)
-        elif self._plain and seq.queue_key < self._plain[-1].queue_key:
+            queue.add(seq)
+            return
+        if self._plain and seq.queue_key < self._plain[-1].queue_key:
+            self.edits += 1
             self._resort([*self._plain, seq])
         else:
             self._plain.append(seq)
