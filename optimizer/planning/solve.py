@@ -41,6 +41,7 @@ from optimizer.planning.backends import (
     lp_relaxation,
     solve_model,
 )
+from optimizer.planning import identical
 from optimizer.planning.bounds import Bounds, lower_bounds
 from optimizer.planning.formulation import (
     class_model,
@@ -65,7 +66,7 @@ PER_REQUEST_MAX_PER_REPLICA = 10
 FORMULATIONS = ("auto", "per-request", "class")
 #: Share of the time limit given to CP-SAT as deterministic work units (about seconds);
 #: the rest is headroom so that the wall-clock cap rarely cuts the search first.
-DETERMINISTIC_SHARE = 0.5
+DETERMINISTIC_SHARE = 0.3
 #: CPU seconds per request of everything in planning but the solver (estimates, bounds,
 #: heuristic incumbents, model, extraction, timing), measured on this 2-core machine at 1M
 #: requests on 8 replicas (about 18 us; see benchmarks/time_limits.py). The solver's
@@ -261,6 +262,18 @@ def optimize(
     budget = DETERMINISTIC_SHARE * time_limit_s - SETUP_S_PER_REQUEST * len(work)
     if budget < MIN_DETERMINISTIC_S:
         message = f"The time limit leaves no time for the {solver} solver on {len(work):,} requests; the plan is the heuristic incumbent."
+    elif upper > lower_bound * (1 + 1e-9) and chosen == "per-request" and solver == "cp-sat" and identical.applies(estimates):
+        # Identical replicas, offline: P||Cmax, solved by the exact core.
+        found = identical.plan_identical(
+            estimates, deterministic_limit_s=budget,
+            time_limit_s=None if deterministic else max(time_limit_s - (time.perf_counter() - started) - FINISH_S_PER_REQUEST * len(work), 0.05),
+            seed=seed, num_workers=num_workers, progress=progress,
+        )
+        backend_status, cut, message = "EXACT", found.wall_clock_cut, found.message
+        score = estimated_makespan(found.assignment, estimates)[0]
+        if score < best_score:
+            best, best_score = found.assignment, score
+        proven = max(proven, min(found.lower_bound_s, best_score))
     elif upper > lower_bound * (1 + 1e-9):  # otherwise the incumbent is already optimal
         if chosen == "per-request":
             model, x = per_request_model(estimates, incumbent, lower_bound, upper)

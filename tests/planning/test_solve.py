@@ -194,7 +194,7 @@ def test_planning_errors_are_clear():
         solve(make_requests([1], [1]), cluster, solver="cplex")
     with pytest.raises(OptimizerError, match="time limit must be greater than 0 seconds, got 0"):
         solve(make_requests([1], [1]), cluster, time_limit_s=0)
-    with pytest.raises(OptimizerError, match=r"1 requests \(first 'r1'\) ask for model 'GPT-4', which no replica serves"):
+    with pytest.raises(OptimizerError, match=r"1 request \(first 'r1'\) asks for model 'GPT-4', which no replica serves"):
         solve(make_requests([1, 2], [1, 2], models=["", "GPT-4"]), cluster)
     with pytest.raises(OptimizerError, match="Request 'r1' has neither output_tokens nor predicted_output_tokens"):
         solve(make_requests([1, 2], [1, None]), cluster)
