@@ -7,7 +7,8 @@ For a deadline T (`optimizer.planning.sizing`):
    actual output lengths (`optimizer.serving.simulator.simulate`, dispatch "plan");
 3. if the simulated makespan M misses T, tighten the target by the miss and go back to 1,
    at most `max_rounds` times in all: T' <- min(T', E) - (M - T), with E the fleet's
-   estimated makespan (from E, so that the fleet that missed is out of the next round's reach).
+   estimated makespan (from E, so that the fleet that missed is out of the next round's reach);
+   if no fleet reaches that target in the model, halfway back to E, twice at most.
 
 The bill of a checked fleet (USD), with r_k the price of a replica-second of kind k:
 
@@ -131,24 +132,32 @@ def check_fleet(
     only: int | None = None,
 ) -> Checked:
     """Steps 1-3 of the module docstring. Raises `Unreachable` if the first round finds no fleet."""
-    target, rounds, last = deadline_s, [], None
+    target, rounds, last, ceiling = deadline_s, [], None, deadline_s
     for number in range(max_rounds):
-        try:
-            sizing = size_fleet(requests, candidates, target, billing=billing, solver=solver, time_limit_s=time_limit_s,
-                                seed=seed, profiles=profiles, only=only)
-        except Unreachable:
-            if last is None:
-                raise
-            break  # the tightened target is out of reach: keep the last fleet, which missed
+        sizing = None
+        for _ in range(3):
+            try:
+                sizing = size_fleet(requests, candidates, target, billing=billing, solver=solver, time_limit_s=time_limit_s,
+                                    seed=seed, profiles=profiles, only=only)
+                break
+            except Unreachable:
+                if last is None:
+                    raise
+                # Tightened below what any fleet reaches in the model: halfway back to the
+                # estimate of the fleet that missed (still out of that fleet's reach).
+                target = (target + ceiling) / 2
+        if sizing is None:
+            break  # keep the last fleet, which missed
         cluster = fleet_cluster(candidates, sizing.counts)
         plan = solve(requests, cluster, solver=planner, time_limit_s=plan_time_limit_s, seed=seed, profiles=profiles).plan
         simulation = simulate(requests, cluster, dispatch="plan", plan=plan, seed=seed, profiles=profiles)
         makespan = float(simulation.requests["finish_s"].max())
-        rounds.append(Round(target, tuple(int(n) for n in sizing.counts), sizing.estimated_makespan_s, makespan))
+        rounds.append(Round(float(target), tuple(int(n) for n in sizing.counts), sizing.estimated_makespan_s, makespan))
         last = (sizing, cluster, plan, simulation, makespan)
         if makespan <= deadline_s:
             break
-        target = min(target, sizing.estimated_makespan_s) - (makespan - deadline_s)
+        ceiling = min(target, sizing.estimated_makespan_s) * (1 - 1e-6)
+        target = ceiling - (makespan - deadline_s)
         if target <= 0:
             break
     sizing, cluster, plan, simulation, makespan = last
