@@ -93,12 +93,12 @@ def simulate(
         engine = engines[cluster.names.index(slow.replica)]
         engine.slow_from, engine.slow_factor = slow.at_s, slow.factor
     arrival = deviations.arrivals(requests["arrival_s"].to_numpy(dtype=float))
-    prompt = requests["prompt_tokens"].to_numpy(dtype=np.int64)
-    out = output.to_numpy(dtype=np.int64)
+    prompt = requests["prompt_tokens"].to_numpy(dtype=np.int64).tolist()  # plain ints and floats: read per arrival
+    out = output.to_numpy(dtype=np.int64).tolist()
     # Length-aware policies see predictions where the trace has them, else actual lengths.
     predicted = requests["predicted_output_tokens"].astype(object).where(requests["predicted_output_tokens"].notna(), None).tolist() if "predicted_output_tokens" in requests else [None] * len(requests)
-    tbt = requests["tbt_target_s"].fillna(np.inf).to_numpy(dtype=float) if "tbt_target_s" in requests else np.full(len(requests), np.inf)
-    e2e = requests["e2e_target_s"].fillna(np.inf).to_numpy(dtype=float) if "e2e_target_s" in requests else np.full(len(requests), np.inf)
+    tbt = requests["tbt_target_s"].fillna(np.inf).to_numpy(dtype=float).tolist() if "tbt_target_s" in requests else [math.inf] * len(requests)
+    e2e = requests["e2e_target_s"].fillna(np.inf).to_numpy(dtype=float).tolist() if "e2e_target_s" in requests else [math.inf] * len(requests)
     sequences: list[Sequence | None] = [None] * len(requests)
     failures = sorted(deviations.failures, key=lambda f: (f.at_s, cluster.names.index(f.replica)))
     interval = getattr(dispatcher, "interval_s", None)
@@ -141,8 +141,8 @@ def simulate(
         elif now == next_arrival:
             j = arrivals[i]
             i += 1
-            seq = Sequence(j, int(prompt[j]), int(out[j]), float(arrival[j]), dispatcher.queue_key(j),
-                           predicted=None if predicted[j] is None else int(predicted[j]), tbt_target=float(tbt[j]), e2e_target=float(e2e[j]))
+            seq = Sequence(j, prompt[j], out[j], arrival_s[j], dispatcher.queue_key(j),
+                           predicted=None if predicted[j] is None else int(predicted[j]), tbt_target=tbt[j], e2e_target=e2e[j])
             sequences[j] = seq
             changed, caught_up = place(seq, arrival_s[j]), now
         else:
