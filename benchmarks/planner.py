@@ -3,6 +3,7 @@ speed at scale, and every method side by side.
 
     python benchmarks/planner.py                 # all sections (about 15 minutes on 2 cores)
     python benchmarks/planner.py --only quality  # or: few, speed, side
+    python benchmarks/planner.py --only few --before f56c886   # few requests per replica, next to an earlier commit
 
 Instances come from the bundled ShareGPT token counts (Llama-2 tokenizer): the whole file
 (30,731 requests), or seeded resamples of it for other sizes, as offline batches on
@@ -71,23 +72,51 @@ def quality() -> None:
         print(row(f"planner ({backend})", *run(requests, cluster, solver=backend, time_limit_s=60)), flush=True)
 
 
-def few() -> None:
+FEW_CASES = [("h100-tp4:4", 8), ("h100-tp4:4", 12), ("h100-tp4:8", 40), ("h100-tp4:16", 48), ("h100-tp4:32", 80),
+             ("h100-tp4:2,a100-tp4:2", 12), ("h100-tp4:4,a100-tp4:4", 24), ("h100-tp4:8,a100-tp4:8", 48), ("h100-tp4:8,a100-tp4:8", 80)]
+
+
+def few_case(number: int) -> None:
+    """One few-requests case with this checkout's planner, as JSON (run in the earlier commit too)."""
+    spec, n = FEW_CASES[number]
+    requests, cluster = sample(n, seed=SEED + number), parse_replicas(spec)
+    best, elapsed = run(requests, cluster, solver="cp-sat", time_limit_s=10)
+    lpt, _ = run(requests, cluster, solver="lpt")
+    print(json.dumps({"objective": best.objective, "status": best.status, "bound": best.bounds.best_s, "proven": best.lower_bound,
+                      "lpt": lpt.objective, "elapsed_s": elapsed}))
+
+
+def few(before: str = "") -> None:
+    """Few requests per replica: this planner against LPT and, with `before`, the planner of an
+    earlier commit (run from a git worktree of it, same requests, in the same run)."""
+    import tempfile
+
     print("\n### Few requests per replica (2 to 5), 10 s limit, CP-SAT\n")
-    print("Requests sampled from ShareGPT. Both ratios use the physical lower bound; 'proven' means the")
-    print("solver proved the plan optimal for the planning model.\n")
-    print("| replicas | requests | LPT / bound | planner / bound | planner vs LPT | proven | wall s |")
-    print("|---|---:|---:|---:|---:|---|---:|")
-    cases = [("h100-tp4:4", 8), ("h100-tp4:4", 12), ("h100-tp4:8", 40), ("h100-tp4:2,a100-tp4:2", 12), ("h100-tp4:4,a100-tp4:4", 24), ("h100-tp4:8,a100-tp4:8", 48), ("h100-tp4:8,a100-tp4:8", 80)]
-    for number, (spec, n) in enumerate(cases):
-        requests, cluster = sample(n, seed=SEED + number), parse_replicas(spec)
-        lpt, _ = run(requests, cluster, solver="lpt")
-        best, elapsed = run(requests, cluster, solver="cp-sat", time_limit_s=10)
-        bound = best.bounds.best_s
-        print(
-            f"| {spec} | {n} | {lpt.objective / bound:.4f} | {best.objective / bound:.4f} | "
-            f"{best.objective / lpt.objective - 1:+.2%} | {'yes' if best.status == 'OPTIMAL' else 'no'} | {elapsed:.1f} |",
-            flush=True,
-        )
+    print("Requests sampled from ShareGPT. Ratios use the physical lower bound; 'proven' means the")
+    print("planner proved its plan optimal for the planning model" + (f"; 'before' is commit {before}." if before else "."), "\n")
+    print("| replicas | requests | LPT / bound | before / bound | before proven | planner / bound | planner vs before | proven | wall s |")
+    print("|---|---:|---:|---:|---|---:|---:|---|---:|")
+    worktree = None
+    if before:
+        worktree = Path(tempfile.mkdtemp(prefix="planner-before-")) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), before], cwd=ROOT, check=True, capture_output=True)
+        # The earlier commit's benchmark may lack --few-case: give it this one.
+        (worktree / "benchmarks" / "planner_few.py").write_text(Path(__file__).read_text())
+    try:
+        for number, (spec, n) in enumerate(FEW_CASES):
+            now = _few_json(ROOT / "benchmarks" / "planner.py", number, ROOT)
+            then = _few_json(worktree / "benchmarks" / "planner_few.py", number, worktree) if worktree else None
+            bound = now["bound"]
+            print(
+                f"| {spec} | {n} | {now['lpt'] / bound:.4f} | "
+                + (f"{then['objective'] / bound:.4f} | {'yes' if then['status'] == 'OPTIMAL' else 'no'} | " if then else "- | - | ")
+                + f"{now['objective'] / bound:.4f} | " + (f"{now['objective'] / then['objective'] - 1:+.2%}" if then else "-")
+                + f" | {'yes' if now['status'] == 'OPTIMAL' else 'no'} | {now['elapsed_s']:.1f} |",
+                flush=True,
+            )
+    finally:
+        if worktree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, capture_output=True)
     print("\nPure P||Cmax, processing times uniform in 1..100 (seeded), 10 s limit, CP-SAT:\n")
     print("| machines | jobs | LPT | planner | lower bound | status | wall s |")
     print("|---:|---:|---:|---:|---:|---|---:|")
@@ -99,6 +128,11 @@ def few() -> None:
         best = solve_pcmax(m, times, solver="cp-sat", time_limit_s=10)
         elapsed = time.perf_counter() - started
         print(f"| {m} | {m * per_machine} | {lpt.makespan} | {best.makespan} | {best.lower_bound} | {best.status} | {elapsed:.1f} |", flush=True)
+
+
+def _few_json(script: Path, number: int, cwd: Path) -> dict:
+    done = subprocess.run([sys.executable, str(script), "--few-case", str(number)], cwd=cwd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def speed_case(num_requests: int, num_replicas: int, time_limit_s: float) -> None:
@@ -137,11 +171,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["quality", "few", "speed", "side"])
     parser.add_argument("--speed-case", nargs=3, metavar=("REQUESTS", "REPLICAS", "LIMIT"), help=argparse.SUPPRESS)
+    parser.add_argument("--few-case", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--before", default="", help="few: also run this earlier commit's planner (e.g. f56c886)")
     args = parser.parse_args()
+    if args.few_case is not None:
+        few_case(args.few_case)
+        return
     if args.speed_case:
         speed_case(int(args.speed_case[0]), int(args.speed_case[1]), float(args.speed_case[2]))
         return
-    sections = {"quality": quality, "few": few, "speed": speed, "side": side_by_side}
+    sections = {"quality": quality, "few": lambda: few(args.before), "speed": speed, "side": side_by_side}
     for name, section in sections.items():
         if args.only in (None, name):
             section()

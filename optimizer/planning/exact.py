@@ -98,9 +98,12 @@ def solve_exact(
     seed: int = 0,
     num_workers: int = 8,
     progress: Progress | None = None,
+    good_enough: int = 0,
 ) -> ExactResult:
     """The search of the module docstring. `deterministic_limit_s` is CP-SAT's work budget for
-    all probes together; `time_limit_s` a wall-clock cap (None: none)."""
+    all probes together; `time_limit_s` a wall-clock cap (None: none). The search also stops
+    once the makespan is at most `good_enough` (when something else, such as a request's
+    own chain, already bounds the caller's objective from below)."""
 
     started = time.perf_counter()
     times = np.asarray(times, dtype=np.int64)
@@ -109,22 +112,22 @@ def solve_exact(
     assignment = best_heuristic(times, m)
     upper = int(makespan(times, assignment, m))
     lower = lower_bound(times, m, upper)
-    if lower >= upper or deterministic_limit_s < MIN_PROBE_S:
+    if lower >= upper or upper <= good_enough or deterministic_limit_s < MIN_PROBE_S:
         return ExactResult(assignment, upper, min(lower, upper), upper)
     deadline = np.inf if time_limit_s is None else started + time_limit_s
-    found = in_child_process(_search, (times, m, assignment, lower, deterministic_limit_s, seed, num_workers), deadline, progress)
+    found = in_child_process(_search, (times, m, assignment, lower, deterministic_limit_s, seed, num_workers, good_enough), deadline, progress)
     if isinstance(found, BackendResult):  # the child failed or was killed: keep the heuristic
         return ExactResult(assignment, upper, lower, upper, (), found.wall_clock_cut, found.message)
     return found
 
 
 def _search(problem, deadline: float, report: Progress | None) -> ExactResult:
-    times, m, assignment, lower, budget, seed, num_workers = problem
+    times, m, assignment, lower, budget, seed, num_workers, good_enough = problem
     upper = heuristic = int(makespan(times, assignment, m))
     probes: list[tuple[int, str]] = []
     floor = lower  # the next probe is at or above this capacity
     spent, cut = 0.0, False
-    while floor < upper and budget - spent >= MIN_PROBE_S:
+    while floor < upper and upper > good_enough and budget - spent >= MIN_PROBE_S:
         left = budget - spent
         if not probes:
             capacity, share = lower, left * FIRST_PROBE_SHARE

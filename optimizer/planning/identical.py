@@ -60,10 +60,12 @@ def plan_identical(
     unit = max(float(work.max()), 1e-12) / RESOLUTION
     times = np.floor(work / unit).astype(np.int64)
     offset = float(estimates.arrival_s[0] + estimates.drain_s[0])
+    chain = float(np.max(estimates.arrival_s + estimates.latency_s[:, 0]))
     relay = None if progress is None else (lambda upper, lower, elapsed: progress(offset + upper * unit, offset + lower * unit, elapsed))
     found = solve_exact(
         times, len(estimates.kind_of_replica), deterministic_limit_s=deterministic_limit_s,
         time_limit_s=time_limit_s, seed=seed, num_workers=num_workers, progress=relay,
+        # Loads up to the longest chain (less the offset) cannot lower C: stop there.
+        good_enough=int(np.floor((chain - offset) / unit)),
     )
-    chain = float(np.max(estimates.arrival_s + estimates.latency_s[:, 0]))
     return IdenticalPlan(found.assignment, max(offset + found.lower_bound * unit, chain), found.wall_clock_cut, found.message)

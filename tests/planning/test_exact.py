@@ -152,3 +152,23 @@ def test_pcmax_command_prints_the_certificate_and_its_help_example_runs():
         "makespan: 136", "lower bound: 136", "status: OPTIMAL",
         "bounds: L0 136, best 136; LPT 153, best heuristic 136; 0 bin-packing probes",
     ]
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4000), st.integers(1, 800)), min_size=4, max_size=12), st.integers(2, 4))
+def test_identical_replicas_go_through_the_exact_core_with_a_valid_certified_plan(rows, m):
+    """Tests `solve` on few requests on identical replicas (the exact core's path): the validator
+    accepts the plan, it is no worse than LPT, and an OPTIMAL status means the estimated makespan
+    meets the proven lower bound."""
+    from conftest import make_requests
+
+    from optimizer import parse_replicas, plan_violations, solve
+
+    requests = make_requests([p for p, _ in rows], [o for _, o in rows])
+    cluster = parse_replicas(f"h100-tp4:{m}")
+    result = solve(requests, cluster, solver="cp-sat", time_limit_s=5)
+    assert plan_violations(result.plan, requests, cluster) == []
+    assert result.objective <= solve(requests, cluster, solver="lpt").objective * (1 + 1e-9)
+    assert result.lower_bound <= result.objective * (1 + 1e-9)
+    if result.status == "OPTIMAL":
+        assert result.objective <= result.lower_bound * (1 + 1e-6)
