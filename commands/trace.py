@@ -91,7 +91,7 @@ def trace_convert(
     out.print(f"Wrote {out_path} ({loaded.num_requests:,} requests from the {loaded.format} trace)")
 
 
-@app.command("from-results", epilog="Example: python cli.py trace from-results traces/results/gsm8k_batch.jsonl --requests traces/gsm8k_batch.jsonl --out history.csv")
+@app.command("from-results", epilog="Example: python cli.py trace from-results traces/batch/out/gsm8k.jsonl --requests traces/batch/gsm8k.jsonl --out history.csv")
 def trace_from_results(
     results: Annotated[list[Path], typer.Argument(metavar="RESULTS...", help="The batch runner's output files (JSON lines with custom_id, response.body.usage, error), e.g. out/*.jsonl.", show_default=False)],
     requests_path: Annotated[Path, typer.Option("--requests", metavar="BATCH", help="The batch file that was run.", show_default=False)],

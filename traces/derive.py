@@ -7,9 +7,9 @@ sharegpt_batch_2k.csv: 2,000 requests drawn without replacement (numpy default_r
 offline batch (all arrivals at 0) in the native format. request_id is "sharegpt-<row>",
 the 0-based data row of the source file, so every request traces back to its source.
 
-gsm8k_batch.jsonl: the first 300 GSM8K test questions as an OpenAI batch file (chat
+batch/gsm8k.jsonl: the first 300 GSM8K test questions as an OpenAI batch file (chat
 format, model llama2-70b, max_tokens 512, greedy), custom_id "gsm8k-<row>" as the GSM8K
-loader names them. results/gsm8k_batch.jsonl: what a runner (vLLM run-batch) would write
+loader names them. batch/out/gsm8k.jsonl: what a runner (vLLM run-batch) would write
 back for it, one line per request, with the reference answer as the completion and usage
 counted by the same estimate the loader uses (prompt: the chat estimate; completion: the
 answer without its <<calculator>> notes). Neither file has timestamps or random parts.
@@ -59,8 +59,8 @@ def gsm8k_batch() -> None:
     prompt_tokens = chat_prompt_tokens(conversations, None)
     answers = [reference_answer(item["answer"]) for item in items]
     completion_tokens = np.maximum(estimate_tokens(pd.Series(answers, dtype=object)), 1)
-    with open(HERE / "gsm8k_batch.jsonl", "w", encoding="utf-8", newline="\n") as batch, open(
-        HERE / "results" / "gsm8k_batch.jsonl", "w", encoding="utf-8", newline="\n"
+    with open(HERE / "batch" / "gsm8k.jsonl", "w", encoding="utf-8", newline="\n") as batch, open(
+        HERE / "batch" / "out" / "gsm8k.jsonl", "w", encoding="utf-8", newline="\n"
     ) as results:
         for row, messages in enumerate(conversations):
             custom_id = f"gsm8k-{row}"

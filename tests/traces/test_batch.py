@@ -45,7 +45,7 @@ def make_tokenizer(folder: Path, template: str | None = None) -> Path:
 def test_the_bundled_example_is_detected_as_a_batch_file_of_300_chat_requests():
     """Tests that the bundled GSM8K batch file loads as a batch trace: 300 requests, offline,
     model from the body, prompt tokens estimated (and said so), max_tokens as the prediction."""
-    trace = load_trace(ROOT / "traces" / "gsm8k_batch.jsonl")
+    trace = load_trace(ROOT / "traces" / "batch" / "gsm8k.jsonl")
     requests = trace.requests
     assert trace.format == "batch" and trace.num_requests == 300 and trace.is_offline_batch
     assert requests["request_id"].iloc[0] == "gsm8k-0" and set(requests["model"]) == {"llama2-70b"}

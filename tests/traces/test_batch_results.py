@@ -77,14 +77,14 @@ def test_the_bundled_results_become_a_history_for_predict(tmp_path):
     """Tests the walk-through: the bundled results give a native trace with every request's
     actual lengths, which `predict --history` fits on and `solve --predictor` plans with."""
     history = tmp_path / "history.csv"
-    result = runner.invoke(app, ["trace", "from-results", str(ROOT / "traces" / "results" / "gsm8k_batch.jsonl"),
-                                 "--requests", str(ROOT / "traces" / "gsm8k_batch.jsonl"), "--out", str(history)])
+    result = runner.invoke(app, ["trace", "from-results", str(ROOT / "traces" / "batch" / "out" / "gsm8k.jsonl"),
+                                 "--requests", str(ROOT / "traces" / "batch" / "gsm8k.jsonl"), "--out", str(history)])
     assert result.exit_code == 0, result.stderr
     assert "300 with actual lengths" in result.stdout
     trace = load_trace(history)
     assert trace.format == "native" and trace.requests["output_tokens"].notna().all()
     predicted = tmp_path / "predicted.csv"
-    result = runner.invoke(app, ["predict", str(ROOT / "traces" / "gsm8k_batch.jsonl"), "--history", str(history), "--out", str(predicted)])
+    result = runner.invoke(app, ["predict", str(ROOT / "traces" / "batch" / "gsm8k.jsonl"), "--history", str(history), "--out", str(predicted)])
     assert result.exit_code == 0, result.stderr
     assert (load_trace(predicted).requests["predicted_output_tokens"] < 512).all()
 

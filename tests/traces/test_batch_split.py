@@ -14,7 +14,7 @@ from optimizer import read_plan
 from tests.traces.test_batch import chat, write_lines
 
 ROOT = Path(__file__).parent.parent.parent
-BATCH = ROOT / "traces" / "gsm8k_batch.jsonl"
+BATCH = ROOT / "traces" / "batch" / "gsm8k.jsonl"
 runner = CliRunner()
 
 
