@@ -30,7 +30,11 @@ batch of n requests on M replicas keeps n / M at once), so `size_fleet` estimate
 = the number of kinds first, then again with the M it chose, until the counts repeat.
 
 `lower_bound_usd` is the LP relaxation of the same model (integrality dropped), a bound
-on the cost of any fleet the model accepts at this deadline.
+on the cost of any fleet the model accepts at this deadline. Its solution, rounded (each
+class's members by largest remainder, then each kind's count up to what holds its work),
+is a whole fleet the model accepts: the MIP starts from it as a hint, and it is kept if the
+MIP finds nothing cheaper within its time limit (on 100k requests the MIP has ~10^5 integer
+variables and SCIP may find no fleet of its own).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import pandas as pd
 
 from optimizer.common.errors import OptimizerError
 from optimizer.fleet.estimates import Estimates, estimate, planning_lengths
-from optimizer.planning.backends import available_backends, lp_relaxation, solve_model
+from optimizer.planning.backends import available_backends, solve_model
 from optimizer.planning.candidates import Candidate, fleet_cluster
 from optimizer.planning.formulation import Classes, LinearModel, make_classes
 
@@ -54,8 +58,6 @@ TICK = 1e-6
 #: At most this many re-estimates after the fleet's size changed.
 MAX_ESTIMATE_ROUNDS = 3
 SECONDS_PER_HOUR = 3600.0
-#: Sentinel lower limit of the cost: the LP relaxation returns it when the LP is infeasible.
-_INFEASIBLE = -1.0
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def sizing_model(
     else:
         upper = float(np.sum(classes.count * finite_work.max(axis=1)) * rate.max() + np.sum(rate * drain * available))
     # cost = what the fleet is billed (USD), the objective.
-    model.objective = model.add_var("cost", _INFEASIBLE, max(upper, 1e-9) * 1.01, False, upper)
+    model.objective = model.add_var("cost", 0.0, max(upper, 1e-9) * 1.01, False, upper)
     # z[k] = replicas of kind k rented.
     z = np.array([model.add_var(f"z[{k}]", minimum[k], available[k], True, available[k]) for k in range(num_kinds)])
     # n[c, k] = requests of class c served by kind k: only where k serves c and the class's
@@ -165,13 +167,6 @@ def sizing_model(
         model.add_row(np.r_[model.objective, z, n.ravel()[used]],
                       np.r_[1.0, -rate * drain, -rate[k_of] * classes.work_s[c_of, k_of]], 0.0, 0.0)
     return model, z, n
-
-
-def _counts_and_work(values: np.ndarray, z: np.ndarray, n: np.ndarray, classes: Classes) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.rint(values[z]).astype(np.int64)
-    members = np.where(n >= 0, np.rint(values[np.maximum(n, 0)]), 0.0)
-    work = (members * np.where(np.isfinite(classes.work_s), classes.work_s, 0.0)).sum(axis=0)
-    return counts, work
 
 
 def model_makespan(counts: np.ndarray, members: np.ndarray, classes: Classes, estimates: Estimates) -> float:
@@ -233,40 +228,133 @@ def size_fleet(
 
 
 def _solve_once(estimates, candidates, deadline_s, billing, solver, time_limit_s, seed, available, minimum, started) -> Sizing:
+    """LP relaxation, its rounding to a whole fleet (the incumbent and the solver's hint),
+    then the MIP; the cheaper of the MIP's fleet and the rounding."""
     classes = make_classes(estimates)
     model, z, n = sizing_model(estimates, classes, candidates, deadline_s, billing, available, minimum)
     stranded = np.flatnonzero((n < 0).all(axis=1))
     if len(stranded):
         raise Unreachable(f"{int(classes.count[stranded].sum())} requests cannot finish by {deadline_s:,.1f} s on any available kind: "
                           "their chain alone (prefill, then each token one after another) is longer.")
-    relaxed = lp_relaxation(model)
-    if relaxed <= _INFEASIBLE / 2:
+    bound, lp_values = _lp_solution(model)
+    if lp_values is None:
         raise Unreachable(f"no fleet within the availability finishes the work by {deadline_s:,.1f} s (even fractionally).")
-    model.lower[model.objective] = max(relaxed * (1 - 1e-9), 0.0)
+    model.lower[model.objective] = max(bound * (1 - 1e-9), 0.0)
+    options = []
+    rounded = _rounded(lp_values, n, classes, estimates, deadline_s, available, minimum)
+    if rounded is not None:
+        rounded = _fewer_replicas(model, z, n, classes, estimates, deadline_s, minimum, candidates, *rounded)
+        options.append((*rounded, "ROUNDED_LP"))
+        model.hint = _hint(model, z, n, *rounded, _cost(candidates, *rounded, classes, estimates, deadline_s, billing))
     remaining = max(time_limit_s - (time.perf_counter() - started), 1.0)
-    result = solve_model(model, solver, time_limit_s=remaining, deterministic_limit_s=0.5 * time_limit_s,
-                         num_workers=8, seed=seed)
-    if result.values is None:
+    result = solve_model(model, solver, time_limit_s=remaining, deterministic_limit_s=0.5 * time_limit_s, num_workers=8, seed=seed)
+    if result.values is not None:
+        members = np.where(n >= 0, np.rint(result.values[np.maximum(n, 0)]), 0.0)
+        options.insert(0, (np.rint(result.values[z]).astype(np.int64), members, result.status))
+    if not options:
         if result.status == "INFEASIBLE":
             raise Unreachable(f"no whole number of replicas within the availability finishes by {deadline_s:,.1f} s.")
         raise OptimizerError(f"The fleet-sizing solver ({solver}) found no fleet in {time_limit_s:g} s; raise --time-limit.")
-    counts, work = _counts_and_work(result.values, z, n, classes)
-    members = np.where(n >= 0, np.rint(result.values[np.maximum(n, 0)]), 0.0)
-    rate = billing_rates(candidates)
-    cost = float(np.sum(rate * counts) * deadline_s) if billing == "window" else float(np.sum(rate * (work + estimates.drain_s * counts)))
+    costs = [_cost(candidates, counts, members, classes, estimates, deadline_s, billing) for counts, members, _ in options]
+    best = int(np.argmin(costs))
+    counts, members, status = options[best]
+    work = (members * np.where(np.isfinite(classes.work_s), classes.work_s, 0.0)).sum(axis=0)
+    proven = max(float(result.bound), bound) if np.isfinite(result.bound) else bound
     return Sizing(
         counts=counts,
-        cost_usd=cost,
-        lower_bound_usd=float(relaxed),
-        proven_bound_usd=float(max(result.bound, relaxed)) if np.isfinite(result.bound) else float(relaxed),
+        cost_usd=costs[best],
+        lower_bound_usd=bound,
+        proven_bound_usd=min(proven, costs[best]),
         estimated_makespan_s=model_makespan(counts, members, classes, estimates),
         deadline_s=deadline_s,
         billing=billing,
-        status=result.status,
+        status="OPTIMAL" if costs[best] <= proven * (1 + 1e-6) else "FEASIBLE",
         solve_time_s=time.perf_counter() - started,
         work_s=work,
         drain_s=estimates.drain_s.copy(),
     )
+
+
+def _lp_solution(model: LinearModel, lower=None, upper=None) -> tuple[float, np.ndarray | None]:
+    """The LP relaxation's optimum and solution (GLOP), or (inf, None) when it is infeasible.
+    (`backends.lp_relaxation` gives the optimum only; the rounding needs the solution.)"""
+    from ortools.linear_solver import pywraplp
+
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    infinity = solver.infinity()
+    variables = [solver.NumVar(lo, hi, name) for lo, hi, name in zip(lower or model.lower, upper or model.upper, model.names)]
+    for index, coef, lo, hi in model.rows:
+        row = solver.RowConstraint(lo if np.isfinite(lo) else -infinity, hi if np.isfinite(hi) else infinity)
+        for i, a in zip(index.tolist(), coef.tolist()):
+            row.SetCoefficient(variables[i], a)
+    solver.Minimize(variables[model.objective])
+    if solver.Solve() != pywraplp.Solver.OPTIMAL:
+        return math.inf, None
+    return variables[model.objective].solution_value(), np.array([v.solution_value() for v in variables])
+
+
+def _cost(candidates, counts, members, classes: Classes, estimates: Estimates, deadline_s: float, billing: str) -> float:
+    rate = billing_rates(candidates)
+    if billing == "window":
+        return float(np.sum(rate * counts) * deadline_s)
+    work = (members * np.where(np.isfinite(classes.work_s), classes.work_s, 0.0)).sum(axis=0)
+    return float(np.sum(rate * (work + estimates.drain_s * counts)))
+
+
+def _rounded(values, n, classes: Classes, estimates: Estimates, deadline_s: float, available, minimum):
+    """A whole fleet from the LP solution, or None: each class's members rounded by largest
+    remainder, then each kind's count the least that holds its (tick-rounded) work in every
+    bucket, as the model's rows ask."""
+    lp = np.where(n >= 0, values[np.maximum(n, 0)], 0.0)
+    members = np.floor(lp + 1e-9)
+    short = (classes.count - members.sum(axis=1)).astype(np.int64)
+    remainder = np.where(n >= 0, lp - members, -1.0)
+    for c in np.flatnonzero(short > 0):
+        members[c, np.argsort(-remainder[c], kind="stable")[: short[c]]] += 1
+    if np.any(members[n < 0] > 0):
+        return None
+    tick = deadline_s * TICK
+    ticks = np.where(n >= 0, np.ceil(np.where(np.isfinite(classes.work_s), classes.work_s, 0.0) / tick), 0.0)
+    counts = np.array(minimum, dtype=np.int64)
+    for k in range(n.shape[1]):
+        for b, t in enumerate(classes.thresholds):
+            load = float((members[classes.bucket >= b, k] * ticks[classes.bucket >= b, k]).sum())
+            if np.isfinite(t) and load > 0:
+                capacity = math.floor((deadline_s - t - estimates.drain_s[k]) / tick)
+                if capacity <= 0:
+                    return None
+                counts[k] = max(counts[k], math.ceil(load / capacity))
+    return (counts, members) if np.all(counts <= available) else None
+
+
+def _fewer_replicas(model, z, n, classes, estimates, deadline_s, minimum, candidates, counts, members):
+    """Improve a rounded fleet: remove replicas one at a time, dearest kind first, while the
+    LP with the counts fixed still splits the work and its rounding still fits them.
+    (Rounding each kind up separately can rent a replica for a sliver of work.)"""
+    order = np.argsort(-billing_rates(candidates), kind="stable")
+    for k in order:
+        while counts[k] > minimum[k]:
+            trial = counts.copy()
+            trial[k] -= 1
+            lower, upper = list(model.lower), list(model.upper)
+            for kind, index in enumerate(z):
+                lower[int(index)] = upper[int(index)] = float(trial[kind])
+            _, values = _lp_solution(model, lower, upper)
+            found = None if values is None else _rounded(values, n, classes, estimates, deadline_s, trial, minimum)
+            if found is None:
+                break
+            counts, members = found
+    return counts, members
+
+
+def _hint(model: LinearModel, z, n, counts, members, cost: float) -> list[float]:
+    hint = [0.0] * model.num_vars
+    hint[model.objective] = cost
+    for k, index in enumerate(z):
+        hint[int(index)] = float(counts[k])
+    for c, k in zip(*np.nonzero(n >= 0)):
+        hint[int(n[c, k])] = float(members[c, k])
+    return hint
 
 
 def window_cost(candidates: list[Candidate], counts, window_s: float) -> float:
