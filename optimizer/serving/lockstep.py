@@ -75,11 +75,17 @@ class LockstepEngine(Engine):
         seq.tick0 = self.tick
 
     def crossings(self, steps: int) -> int:
-        """Blocks the decoding sequences need to decode `steps` more tokens each."""
-        if steps == 1:  # only those whose next token opens a block
-            return self.phase[(self.block - 1 - self.tick) % self.block]
-        tick, block = self.tick, self.block
-        return sum(count * (((q + tick) % block + steps) // block) for q, count in enumerate(self.phase) if count)
+        """Blocks the decoding sequences need to decode `steps` more tokens each: each needs
+        steps // block, plus one if its kv_tokens mod block is at least block - steps % block."""
+        block = self.block
+        full, rest = divmod(steps, block)
+        total = len(self.group) * full
+        if rest:
+            phase = self.phase
+            start = (block - rest - self.tick) % block  # where kv_tokens mod block = block - rest is stored
+            end = start + rest
+            total += sum(phase[start:end]) if end <= block else sum(phase[start:]) + sum(phase[: end - block])
+        return total
 
     # -- mechanics -------------------------------------------------------------------
 
@@ -147,7 +153,8 @@ class LockstepEngine(Engine):
             if batch != len(self.group) or need > self.free_blocks:
                 return self._by_reference(super()._run_once, iteration)
             self.free_blocks -= need
-        duration = self._iteration_ms(iteration.prefill, batch, self.context if batch else 0) * MS * self.slowdown_factor()
+        duration = self._iteration_ms(iteration.prefill, batch, self.context if batch else 0) * MS * (
+            self.slow_factor if self.clock >= self.slow_from else 1.0)
         end = self.clock + duration
         prefilled = []
         for seq, tokens in iteration.prefill:
@@ -170,7 +177,7 @@ class LockstepEngine(Engine):
         for seq, _ in iteration.prefill:
             if seq.generated >= seq.output and math.isnan(seq.finish) and seq in self.running_set:
                 self._done(seq, end)
-        if batch:
+        if batch and self.finishing and self.finishing[0][0] <= self.tick:
             self._finish_decoders(end)
         for seq in prefilled:
             if math.isnan(seq.finish):
