@@ -83,9 +83,10 @@ def split_batch(
     manifest["source"] = str(batch_path)
     folder = Path(tempfile.mkdtemp(prefix=f".{split_dir.name}.", dir=split_dir.parent))
     try:
-        for replica, chosen in files.items():
-            with open(folder / f"{replica}.jsonl", "wb") as f:
-                f.writelines(line.raw for line in chosen)
+        with open(batch_path, "rb") as source:
+            for replica, chosen in files.items():
+                with open(folder / f"{replica}.jsonl", "wb") as f:
+                    f.writelines(line.read(source) for line in chosen)
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         umask = os.umask(0)
         os.umask(umask)

@@ -45,7 +45,7 @@ MAX_OUTPUT_TOKENS = 10_000_000
 _BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BatchLine:
     """One request line of a batch file, as the runner will read it."""
 
@@ -53,7 +53,15 @@ class BatchLine:
     custom_id: str
     n: int
     model: str
-    raw: bytes  # the line's bytes, ending in a newline
+    offset: int  # where the line's bytes start in the file (after a byte-order mark)
+    size: int  # how many bytes it has, its line end included
+
+    def read(self, file) -> bytes:
+        """The line's bytes from the open batch file, ending in a newline (the last line of a
+        file may lack one)."""
+        file.seek(self.offset)
+        raw = file.read(self.size)
+        return raw if raw.endswith(b"\n") else raw + b"\n"
 
     @property
     def request_ids(self) -> list[str]:
@@ -65,15 +73,18 @@ def request_ids(custom_id: str, n: int) -> list[str]:
     return [custom_id] if n == 1 else [f"{custom_id}#{k}" for k in range(n)]
 
 
-def raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, bytes) of every non-blank line; a leading byte-order mark is
-    not part of the first line."""
+def raw_lines(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based line number, byte offset, bytes) of every non-blank line; a leading
+    byte-order mark is not part of the first line."""
+    offset = 0
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
+            start = offset
+            offset += len(raw)
             if number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
+                raw, start = raw[len(_BOM) :], start + len(_BOM)
             if raw.strip():
-                yield number, raw if raw.endswith(b"\n") else raw + b"\n"
+                yield number, start, raw
 
 
 def _parse(path: str | Path, number: int, raw: bytes) -> dict:
@@ -107,14 +118,15 @@ def _count(body: dict, key: str, path, number: int, *, maximum: int) -> int | No
 
 
 def batch_lines(path: str | Path) -> list[BatchLine]:
-    """The request lines of a batch file with their ids, n and model (checked as the loader checks them)."""
+    """The request lines of a batch file with their ids, n, model and place in the file
+    (checked as the loader checks them); their bytes stay in the file until written."""
     found = []
-    for number, raw in raw_lines(path):
+    for number, offset, raw in raw_lines(path):
         record = _parse(path, number, raw)
         body = record["body"]
         n = _count(body, "n", path, number, maximum=MAX_N) or 1
         model = body.get("model")
-        found.append(BatchLine(number, record["custom_id"], n, model if isinstance(model, str) else "", raw))
+        found.append(BatchLine(number, record["custom_id"], n, model if isinstance(model, str) else "", offset, len(raw)))
     return found
 
 
@@ -133,7 +145,7 @@ def read_batch(path: str | Path, tokenizer: Tokenizer | None = None) -> Rows:
     lines, first_line = [], {}
     prompts: list[object] = []  # of the lines not counted yet
     counted: list[np.ndarray] = []
-    for number, raw in raw_lines(path):
+    for number, _, raw in raw_lines(path):
         record = _parse(path, number, raw)
         custom_id, body = record["custom_id"], record["body"]
         if custom_id in first_line:

@@ -110,3 +110,14 @@ def test_the_plan_written_with_a_split_is_the_plan_without_one(tmp_path):
     other = tmp_path / "other.csv"
     assert runner.invoke(app, ["solve", str(BATCH), "--out", str(other), "--solver", "lpt", "-q"]).exit_code == 0
     pd.testing.assert_frame_equal(read_plan(other), read_plan(tmp_path / "plan.csv"))
+
+
+def test_a_byte_order_mark_and_a_last_line_without_newline_are_cut_cleanly(tmp_path):
+    """Tests that a file starting with a byte-order mark and ending without a newline gives
+    split files of whole lines: the mark is not part of the first line, and the last line
+    gets its newline (so files can be concatenated)."""
+    lines = [json.dumps(chat(f"q{i}", max_tokens=10 + i)).encode() for i in range(5)]
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines))
+    assert solve(path, tmp_path).exit_code == 0
+    assert split_lines(tmp_path / "split") == Counter(line + b"\n" for line in lines)
