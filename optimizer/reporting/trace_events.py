@@ -6,14 +6,13 @@ sorted in cluster order); each request is a complete event (``"ph": "X"``) from 
 start to its finish, with two nested slices, ``prefill`` (start to first token) and
 ``decode`` (first token to finish). A replica runs many requests at once, and slices on
 one thread must nest, so each request goes on a lane: the lowest-numbered thread of its
-replica that is free at its start (interval colouring, earliest start first), which uses
-as many lanes as the replica's peak concurrency. Times are whole microseconds, rounded
+replica that is free at its start (the Gantt charts' stacking, `report.stack_rows`),
+which uses as many lanes as the replica's peak concurrency. Times are whole microseconds, rounded
 from the per-request CSV's seconds.
 """
 
 from __future__ import annotations
 
-import heapq
 import json
 from pathlib import Path
 
@@ -30,6 +29,9 @@ def _us(seconds: np.ndarray) -> np.ndarray:
 
 def trace_events(requests: pd.DataFrame, replicas: list[str]) -> dict:
     """The trace-event document of a simulation's per-request table (`Simulation.requests`)."""
+    # The Gantt charts' stacking, imported here: the report module loads matplotlib.
+    from optimizer.reporting.report import stack_rows
+
     unknown = sorted(set(requests["replica"].astype(str)) - set(replicas))
     if unknown:
         raise OptimizerError(f"The simulation names replica {unknown[0]!r}, which the cluster does not have.")
@@ -39,7 +41,7 @@ def trace_events(requests: pd.DataFrame, replicas: list[str]) -> dict:
         events.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
         mine = requests[requests["replica"].astype(str) == replica]
         start, first, finish = _us(mine["start_s"]), _us(mine["first_token_s"]), _us(mine["finish_s"])
-        lanes = _lanes(start, finish)
+        lanes = stack_rows(start, finish)
         for lane in range(int(lanes.max()) + 1 if len(lanes) else 0):
             events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": lane, "args": {"name": f"lane {lane}"}})
         ids = mine["request_id"].astype(str).tolist()
@@ -55,25 +57,6 @@ def trace_events(requests: pd.DataFrame, replicas: list[str]) -> dict:
             events.append({"ph": "X", "name": "decode", "cat": "phase", "pid": pid, "tid": tid,
                            "ts": int(first[i]), "dur": int(finish[i] - first[i])})
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"source": "fleet-optimizer simulate"}}
-
-
-def _lanes(start_us: np.ndarray, finish_us: np.ndarray) -> np.ndarray:
-    """For each request, the lowest lane free at its start (lanes reused once their last
-    request has finished; a request starting as another finishes may take its lane)."""
-    lanes = np.zeros(len(start_us), dtype=np.int64)
-    busy: list[tuple[int, int]] = []  # (finish, lane) of running requests
-    free: list[int] = []
-    used = 0
-    for i in np.lexsort((finish_us, start_us)):
-        while busy and busy[0][0] <= start_us[i]:
-            heapq.heappush(free, heapq.heappop(busy)[1])
-        if free:
-            lane = heapq.heappop(free)
-        else:
-            lane, used = used, used + 1
-        lanes[i] = lane
-        heapq.heappush(busy, (int(finish_us[i]), lane))
-    return lanes
 
 
 def write_trace_events(requests: pd.DataFrame, replicas: list[str], path: str | Path) -> None:

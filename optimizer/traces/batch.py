@@ -87,8 +87,8 @@ def raw_lines(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
                 yield number, start, raw
 
 
-def _parse(path: str | Path, number: int, raw: bytes) -> dict:
-    """A line as a JSON object; errors name the file and line."""
+def json_object(path: str | Path, number: int, raw: bytes) -> dict:
+    """A line of a JSON-lines file as a JSON object; errors name the file and line."""
     try:
         record = json.loads(raw)
     except UnicodeDecodeError as exc:
@@ -97,6 +97,12 @@ def _parse(path: str | Path, number: int, raw: bytes) -> dict:
         raise TraceError(f"is not valid JSON ({exc.msg}).", path=path, line=number) from None
     if not isinstance(record, dict):
         raise TraceError("is not a JSON object.", path=path, line=number)
+    return record
+
+
+def _parse(path: str | Path, number: int, raw: bytes) -> dict:
+    """A line as a batch request: a JSON object with a text custom_id and a body."""
+    record = json_object(path, number, raw)
     custom_id = record.get("custom_id")
     if custom_id is None:
         raise TraceError("has no custom_id; every request of a batch file needs one.", path=path, line=number, field="custom_id")

@@ -20,7 +20,6 @@ have, or a second result for the same one, is an error naming the file and line.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.common.errors import TraceError
-from optimizer.traces.batch import batch_lines, request_ids
+from optimizer.traces.batch import batch_lines, json_object, raw_lines, request_ids
 from optimizer.traces.load import load_trace
 from optimizer.traces.table import Trace
 
@@ -111,30 +110,18 @@ def _read_output(path: Path, custom: dict, found: dict) -> None:
         raise TraceError("is a folder; give the runner's output files (e.g. out/*.jsonl).", path=path)
     if not path.is_file():
         raise TraceError("no such file.", path=path)
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if number == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except UnicodeDecodeError as exc:
-                raise TraceError(f"is not UTF-8 text (byte {exc.start}).", path=path, line=number) from None
-            except json.JSONDecodeError as exc:
-                raise TraceError(f"is not valid JSON ({exc.msg}).", path=path, line=number) from None
-            if not isinstance(record, dict):
-                raise TraceError("is not a JSON object.", path=path, line=number)
-            custom_id = record.get("custom_id")
-            if not isinstance(custom_id, str):
-                raise TraceError("has no custom_id; is this a batch runner's output file?", path=path, line=number, field="custom_id")
-            if custom_id not in custom:
-                raise TraceError(f"{custom_id!r} is not a request of the batch file; give the file that was run.", path=path, line=number, field="custom_id")
-            if custom_id in found:
-                first = found[custom_id]
-                raise TraceError(f"{custom_id!r} already has a result ({first[0]}:{first[1]}).", path=path, line=number, field="custom_id")
-            usage, error = _outcome(record, path, number)
-            found[custom_id] = (str(path), number, usage, error)
+    for number, _, raw in raw_lines(path):
+        record = json_object(path, number, raw)
+        custom_id = record.get("custom_id")
+        if not isinstance(custom_id, str):
+            raise TraceError("has no custom_id; is this a batch runner's output file?", path=path, line=number, field="custom_id")
+        if custom_id not in custom:
+            raise TraceError(f"{custom_id!r} is not a request of the batch file; give the file that was run.", path=path, line=number, field="custom_id")
+        if custom_id in found:
+            first = found[custom_id]
+            raise TraceError(f"{custom_id!r} already has a result ({first[0]}:{first[1]}).", path=path, line=number, field="custom_id")
+        usage, error = _outcome(record, path, number)
+        found[custom_id] = (str(path), number, usage, error)
 
 
 def _outcome(record: dict, path: Path, number: int) -> tuple[dict | None, str]:
