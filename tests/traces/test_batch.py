@@ -147,3 +147,19 @@ def test_bad_lines_are_one_error_naming_the_file_and_line(tmp_path, line, messag
     with pytest.raises(TraceError) as caught:
         load_trace(path)
     assert message in str(caught.value)
+
+
+def test_trace_stats_takes_a_tokenizer_and_rejects_it_for_other_formats(tmp_path):
+    """Tests `--tokenizer` on the command line: a batch file's prompts are counted by it
+    (9 tokens, as above); on a CSV trace it is one line saying it applies to batch files."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    folder = make_tokenizer(tmp_path / "tok")
+    path = write_lines(tmp_path / "b.jsonl", [chat("a", max_tokens=7)])
+    result = CliRunner().invoke(app, ["trace", "stats", str(path), "--tokenizer", str(folder / "tokenizer.json"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["prompt_tokens"]["total"] == 9
+    result = CliRunner().invoke(app, ["trace", "stats", str(ROOT / "tests" / "data" / "native.csv"), "--tokenizer", str(folder)])
+    assert result.exit_code == 1 and "a tokenizer applies only to batch files" in result.stderr
