@@ -75,6 +75,12 @@ def solve(
         loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer)
         if split_dir is not None and loaded.format != "batch":
             raise OptimizerError(f"--split-dir cuts batch files (OpenAI batch JSON lines); {trace} is a {loaded.format} trace.")
+        unknown = int(loaded.requests["output_tokens"].isna().sum())
+        if length_error is not None and unknown:
+            raise OptimizerError(
+                f"--length-error draws predictions around the actual output lengths, which {unknown:,} requests of "
+                f"{trace} lack; give --predictor HISTORY instead (for a batch file: `trace from-results` of a run)."
+            )
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         user_profiles = read_profiles(profiles)
         requests, _ = with_predicted_lengths(loaded.requests, length_error, predictor, seed)

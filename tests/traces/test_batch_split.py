@@ -121,3 +121,11 @@ def test_a_byte_order_mark_and_a_last_line_without_newline_are_cut_cleanly(tmp_p
     path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines))
     assert solve(path, tmp_path).exit_code == 0
     assert split_lines(tmp_path / "split") == Counter(line + b"\n" for line in lines)
+
+
+def test_length_error_on_a_batch_file_is_one_line_pointing_to_predictor(tmp_path):
+    """Tests that --length-error (noise around actual lengths) on a batch file, which has none,
+    is one line naming --predictor, and writes nothing."""
+    result = solve(BATCH, tmp_path, "--length-error", "0.3")
+    assert result.exit_code == 1 and "give --predictor HISTORY instead" in result.stderr
+    assert not (tmp_path / "plan.csv").exists() and not (tmp_path / "split").exists()
