@@ -111,7 +111,7 @@ def fleet(
                 for path in table_path:
                     pareto.write_table(front, path)
                 if chart_path is not None:
-                    pareto.write_chart(front, chart_path, f"{loaded.path.name}: cost against makespan ({billing} billing)")
+                    pareto.write_chart(front, chart_path, f"{Path(loaded.path).name}: cost against makespan ({billing} billing)")
             if not quiet:
                 _print_front(loaded, front, table_path, chart_path)
             return

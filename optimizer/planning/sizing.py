@@ -315,6 +315,7 @@ def _rounded(values, n, classes: Classes, estimates: Estimates, deadline_s: floa
         return None
     tick = deadline_s * TICK
     ticks = np.where(n >= 0, np.ceil(np.where(np.isfinite(classes.work_s), classes.work_s, 0.0) / tick), 0.0)
+    _within_availability(members, ticks, n, classes, estimates, deadline_s, tick, available)
     counts = np.array(minimum, dtype=np.int64)
     for k in range(n.shape[1]):
         for b, t in enumerate(classes.thresholds):
@@ -325,6 +326,29 @@ def _rounded(values, n, classes: Classes, estimates: Estimates, deadline_s: floa
                     return None
                 counts[k] = max(counts[k], math.ceil(load / capacity))
     return (counts, members) if np.all(counts <= available) else None
+
+
+def _within_availability(members, ticks, n, classes: Classes, estimates: Estimates, deadline_s: float, tick: float, available) -> None:
+    """Move members (in place) off kinds whose total work no longer fits their available
+    replicas after rounding, to kinds with room, cheapest move in ticks first."""
+    first = float(np.min(classes.thresholds[np.isfinite(classes.thresholds)]))
+    room = np.floor((deadline_s - first - estimates.drain_s) / tick) * np.asarray(available, dtype=float)
+    for k in range(n.shape[1]):
+        excess = float((members[:, k] * ticks[:, k]).sum()) - room[k]
+        for c in np.argsort(-members[:, k], kind="stable"):
+            if excess <= 0 or members[c, k] == 0:
+                break
+            loads = (members * ticks).sum(axis=0)
+            for other in np.argsort(-(room - loads), kind="stable"):
+                if other == k or n[c, other] < 0 or ticks[c, other] <= 0:
+                    continue
+                fits = math.floor((room[other] - loads[other]) / ticks[c, other])
+                moved = int(min(members[c, k], math.ceil(excess / ticks[c, k]), max(fits, 0)))
+                if moved > 0:
+                    members[c, k] -= moved
+                    members[c, other] += moved
+                    excess -= moved * ticks[c, k]
+                    break
 
 
 def _fewer_replicas(model, z, n, classes, estimates, deadline_s, minimum, candidates, counts, members):

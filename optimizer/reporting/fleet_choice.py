@@ -18,7 +18,9 @@ The bill of a checked fleet (USD), with r_k the price of a replica-second of kin
 GPU-hours per kind are the billed hours times tp; utilization per kind is the simulated busy
 time over the billed time. The same check runs for each candidate alone (its minimum and
 the others' ignored), and the cheapest single kind that meets T is the baseline:
-saving = 1 - cost / cost of that baseline.
+saving = 1 - cost / cost of that baseline. The chosen fleet is the mixed search's, unless a
+single-kind check found a cheaper fleet that meets T (the two searches tighten differently
+after a miss): then that one, and a note says so.
 """
 
 from __future__ import annotations
@@ -205,6 +207,13 @@ def choose_fleet(
     first = chosen.sizing if not chosen.tightened else size_fleet(
         requests, candidates, deadline_s, billing=billing, solver=solver, time_limit_s=time_limit_s, seed=seed, profiles=profiles)
     notes = []
+    best = min((s for s in single if s is not None and s.met), key=lambda s: s.cost_usd, default=None)
+    if best is not None and (not chosen.met or best.cost_usd < chosen.cost_usd * (1 - 1e-9)):
+        notes.append(f"the mixed search's fleet ({describe(candidates, chosen.counts)}, {chosen.cost_usd:,.4f} USD, "
+                     f"simulated {chosen.simulated_makespan_s:,.1f} s) "
+                     + ("missed the deadline" if not chosen.met else "cost more after its simulation check")
+                     + "; the cheaper single-kind fleet that meets it is chosen.")
+        chosen = best
     if chosen.tightened:
         notes.append("simulation missed the deadline; the target the model sees was tightened: "
                      + ", ".join(f"{r.target_s:,.1f} s -> simulated {r.simulated_makespan_s:,.1f} s" for r in chosen.rounds) + ".")
