@@ -1,6 +1,6 @@
 """Simulator speed against the code before issue 15's speed-up, side by side in one run.
 
-    python benchmarks/simulator_speed.py                  # every section (about 10 minutes)
+    python benchmarks/simulator_speed.py                  # every section (about 7 minutes)
     python benchmarks/simulator_speed.py --only replay    # or: dispatch, large, peer
     python benchmarks/simulator_speed.py --base 16b90c4   # the "before" commit (default)
 

@@ -227,14 +227,7 @@ class Engine:
         batch, context = self._batch_shape(decode)
         duration = self._iteration_ms(iteration.prefill, batch, context) * MS * self.slowdown_factor()
         end = self.clock + duration
-        for seq, tokens in iteration.prefill:
-            seq.prefilled += tokens
-            seq.kv_tokens += tokens
-            if seq.prefilled >= seq.prefill_need:
-                seq.generated += 1  # the prefill pass samples the next token
-                seq.last_token = end
-                if math.isnan(seq.first_token):
-                    seq.first_token = end
+        self._prefill(iteration.prefill, end)
         for seq in decode:
             seq.generated += 1
             seq.kv_tokens += 1
@@ -243,6 +236,28 @@ class Engine:
             self.batch_steps += 1
         self._advance(duration)
         self._finish([s for s, _ in iteration.prefill] + decode, end)
+
+    def _prefill(self, chunks: list, end: float) -> list[Sequence]:
+        """Apply an iteration's prefill chunks; returns the sequences whose prefill it completed."""
+        completed = []
+        for seq, tokens in chunks:
+            seq.prefilled += tokens
+            seq.kv_tokens += tokens
+            if seq.prefilled >= seq.prefill_need:
+                seq.generated += 1  # the prefill pass samples the next token
+                seq.last_token = end
+                if math.isnan(seq.first_token):
+                    seq.first_token = end
+                completed.append(seq)
+        return completed
+
+    def _steps_to(self, horizon: float, base_ms: float, growth_ms: float) -> int:
+        """The fewest decode iterations (at least 1) that reach `horizon`: the smallest k with
+        growth k^2/2 + (base - growth/2) k >= gap."""
+        gap_ms = (horizon - self.clock) / MS
+        a, b = growth_ms / 2, base_ms - growth_ms / 2
+        reach = gap_ms / b if a == 0 else (-b + math.sqrt(b * b + 4 * a * gap_ms)) / (2 * a)
+        return max(1, math.ceil(reach - 1e-9))
 
     def _batch_shape(self, decode: list[Sequence]) -> tuple[int, int]:
         if self.keep_finished and decode:  # padded static batch: every member costs
@@ -263,11 +278,7 @@ class Engine:
         if hasattr(self.policy, "max_steps"):
             k = min(k, self.policy.max_steps(self))
         if math.isfinite(horizon):
-            # The smallest k whose iterations reach the horizon: growth k^2/2 + (base - growth/2) k >= gap.
-            gap_ms = (horizon - self.clock) / MS
-            a, b = growth_ms / 2, base_ms - growth_ms / 2
-            reach = gap_ms / b if a == 0 else (-b + math.sqrt(b * b + 4 * a * gap_ms)) / (2 * a)
-            k = min(k, max(1, math.ceil(reach - 1e-9)))
+            k = min(k, self._steps_to(horizon, base_ms, growth_ms))
         k = max(1, min(k, self._steps_that_fit(decode, k)))
         duration = (k * base_ms + growth_ms * k * (k - 1) / 2) * MS
         for seq in decode:

@@ -156,16 +156,7 @@ class LockstepEngine(Engine):
         duration = self._iteration_ms(iteration.prefill, batch, self.context if batch else 0) * MS * (
             self.slow_factor if self.clock >= self.slow_from else 1.0)
         end = self.clock + duration
-        prefilled = []
-        for seq, tokens in iteration.prefill:
-            seq.prefilled += tokens
-            seq.kv_tokens += tokens
-            if seq.prefilled >= seq.prefill_need:
-                seq.generated += 1  # the prefill pass samples the next token
-                seq.last_token = end
-                if math.isnan(seq.first_token):
-                    seq.first_token = end
-                prefilled.append(seq)
+        prefilled = self._prefill(iteration.prefill, end)
         if batch:
             self.tick += 1
             self.context += batch
@@ -195,11 +186,7 @@ class LockstepEngine(Engine):
         if hasattr(self.policy, "max_steps"):
             k = min(k, self.policy.max_steps(self))
         if math.isfinite(horizon):
-            # The smallest k whose iterations reach the horizon: growth k^2/2 + (base - growth/2) k >= gap.
-            gap_ms = (horizon - self.clock) / MS
-            a, b = growth_ms / 2, base_ms - growth_ms / 2
-            reach = gap_ms / b if a == 0 else (-b + math.sqrt(b * b + 4 * a * gap_ms)) / (2 * a)
-            k = min(k, max(1, math.ceil(reach - 1e-9)))
+            k = min(k, self._steps_to(horizon, base_ms, growth_ms))
         k = max(1, min(k, self._steps_fitting(k)))
         duration = (k * base_ms + growth_ms * k * (k - 1) / 2) * MS
         self.free_blocks -= self.crossings(k)

@@ -32,7 +32,7 @@ def _descending(seq) -> tuple[float, int]:
 class WaitingQueue:
     """The waiting requests of one engine (see the module docstring)."""
 
-    __slots__ = ("_items", "_pending", "_plain", "_back", "_front", "_top", "edits")
+    __slots__ = ("_back", "_front", "_items", "_pending", "_plain", "_top", "edits")
 
     def __init__(self):
         self._items: list = []  # sorted form, last in queue first: the first request is _items[-1]

@@ -20,7 +20,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -28,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "data" / "golden"
 sys.path.insert(0, str(ROOT))
 
-from optimizer import load_trace, parse_replicas, read_plan, simulate, solve, summary  # noqa: E402
-from optimizer.fleet.cluster import Cluster, EngineLimits, Replica  # noqa: E402
-from optimizer.serving.batching import POLICIES  # noqa: E402
-from optimizer.serving.deviation import Deviations, Failure, Slowdown  # noqa: E402
-from optimizer.serving.metrics import with_slo_targets  # noqa: E402
-from optimizer.serving.predictor import LengthBelief, noisy_oracle, with_predictions  # noqa: E402
+from optimizer import load_trace, parse_replicas, read_plan, simulate, solve, summary
+from optimizer.fleet.cluster import Cluster, EngineLimits, Replica
+from optimizer.serving.batching import POLICIES
+from optimizer.serving.deviation import Deviations, Failure, Slowdown
+from optimizer.serving.metrics import with_slo_targets
+from optimizer.serving.predictor import LengthBelief, noisy_oracle, with_predictions
 
 TRACES = {
     "conv": "AzureLLMInferenceTrace_conv.csv",
@@ -68,29 +67,29 @@ def cases() -> dict[str, dict]:
     for name in TRACES:
         requests = trace(name)
         for policy in POLICIES:
-            out[f"{name}/{policy}/least-outstanding"] = dict(trace=name, policy=policy, dispatch="least-outstanding")
+            out[f"{name}/{policy}/least-outstanding"] = {"trace": name, "policy": policy, "dispatch": "least-outstanding"}
         for dispatch in DISPATCH_RULES:
-            out[f"{name}/sarathi/{dispatch}"] = dict(trace=name, policy="sarathi", dispatch=dispatch)
+            out[f"{name}/sarathi/{dispatch}"] = {"trace": name, "policy": "sarathi", "dispatch": dispatch}
         for policy in ("vllm", "orca", "static"):
-            out[f"{name}/{policy}/plan"] = dict(trace=name, policy=policy, dispatch="plan")
+            out[f"{name}/{policy}/plan"] = {"trace": name, "policy": policy, "dispatch": "plan"}
         del requests
     # Preemption: a KV cache too small for the batch.
     for policy in POLICIES:
-        out[f"sharegpt2k-small-kv/{policy}/least-outstanding"] = dict(trace="sharegpt2k", rows=60, cluster="small-kv", policy=policy, dispatch="least-outstanding")
-    out["sharegpt2k-small-kv/sarathi/plan"] = dict(trace="sharegpt2k", rows=60, cluster="small-kv", policy="sarathi", dispatch="plan")
+        out[f"sharegpt2k-small-kv/{policy}/least-outstanding"] = {"trace": "sharegpt2k", "rows": 60, "cluster": "small-kv", "policy": policy, "dispatch": "least-outstanding"}
+    out["sharegpt2k-small-kv/sarathi/plan"] = {"trace": "sharegpt2k", "rows": 60, "cluster": "small-kv", "policy": "sarathi", "dispatch": "plan"}
     # Mispredicted lengths seen by length-aware policies and the repairer.
     for policy in ("s3", "uellm", "hybrid", "sarathi"):
-        out[f"conv-predicted/{policy}/least-work"] = dict(trace="conv", policy=policy, dispatch="least-work", sigma=0.6)
-    out["sharegpt8k-predicted/sarathi/repair"] = dict(trace="sharegpt8k", policy="sarathi", dispatch="repair", sigma=0.6)
+        out[f"conv-predicted/{policy}/least-work"] = {"trace": "conv", "policy": policy, "dispatch": "least-work", "sigma": 0.6}
+    out["sharegpt8k-predicted/sarathi/repair"] = {"trace": "sharegpt8k", "policy": "sarathi", "dispatch": "repair", "sigma": 0.6}
     # Deviations: jitter, a slowdown and a failure.
     for dispatch in ("repair", "plan", "least-outstanding"):
         for policy in ("sarathi", "vllm"):
-            out[f"conv-deviations/{policy}/{dispatch}"] = dict(trace="conv", cluster="h100-tp4:2,a100-tp4:2", policy=policy, dispatch=dispatch, deviations=True)
+            out[f"conv-deviations/{policy}/{dispatch}"] = {"trace": "conv", "cluster": "h100-tp4:2,a100-tp4:2", "policy": policy, "dispatch": dispatch, "deviations": True}
     # SLO targets drive SLAI's urgent decodes.
-    out["conv-slo/slai/least-outstanding"] = dict(trace="conv", policy="slai", dispatch="least-outstanding", tbt_s=0.05)
+    out["conv-slo/slai/least-outstanding"] = {"trace": "conv", "policy": "slai", "dispatch": "least-outstanding", "tbt_s": 0.05}
     # A mixed fleet of tensor-parallel sizes and a whole offline batch on one replica.
-    out["sharegpt2k-mixed-tp/sarathi/least-work"] = dict(trace="sharegpt2k", cluster="a100-tp2:1,h100-tp8:1", policy="sarathi", dispatch="least-work")
-    out["sharegpt2k-one/sarathi/plan"] = dict(trace="sharegpt2k", rows=400, cluster="h100-tp4:1", policy="sarathi", dispatch="plan")
+    out["sharegpt2k-mixed-tp/sarathi/least-work"] = {"trace": "sharegpt2k", "cluster": "a100-tp2:1,h100-tp8:1", "policy": "sarathi", "dispatch": "least-work"}
+    out["sharegpt2k-one/sarathi/plan"] = {"trace": "sharegpt2k", "rows": 400, "cluster": "h100-tp4:1", "policy": "sarathi", "dispatch": "plan"}
     return out
 
 
@@ -98,7 +97,7 @@ def prepare(case: dict) -> tuple[pd.DataFrame, Cluster, dict]:
     small = case.get("cluster") == "small-kv"
     requests = trace(case["trace"], case.get("rows", ROWS), most_tokens=3000 if small else None)
     cluster = small_kv_pair() if small else parse_replicas(case.get("cluster", PAIR))
-    kwargs: dict = dict(policy=case["policy"], dispatch=case["dispatch"], seed=7)
+    kwargs: dict = {"policy": case["policy"], "dispatch": case["dispatch"], "seed": 7}
     belief = None
     if "sigma" in case:
         requests = with_predictions(requests, noisy_oracle(requests["output_tokens"].to_numpy(dtype=float), case["sigma"], seed=5))
