@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.common.files import atomic_output
+from optimizer.reporting import tables
 from optimizer.planning.candidates import Candidate
 from optimizer.planning.sizing import Unreachable, fastest_within_budget
 from optimizer.reporting.fleet_choice import check_fleet, describe
@@ -75,11 +76,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def write_table(table: pd.DataFrame, path) -> None:
     """CSV (full precision) or Markdown (`.md`)."""
-    with atomic_output(path) as tmp:
-        if str(path).lower().endswith(".md"):
-            tmp.write_text(to_markdown(table))
-        else:
-            table.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6f")
+    tables.write_table(table, path, to_markdown)
 
 
 def write_chart(table: pd.DataFrame, path, title: str) -> None:

@@ -46,6 +46,7 @@ import pandas as pd
 
 from optimizer.common.errors import InputError, OptimizerError
 from optimizer.common.files import atomic_output
+from optimizer.reporting import tables
 from optimizer.fleet.cluster import resolve_cluster
 from optimizer.reporting.compare import COLUMNS as COMPARE_COLUMNS
 from optimizer.reporting.compare import POLICY_NAMES, compare
@@ -301,11 +302,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def write_table(table: pd.DataFrame, path) -> None:
     """CSV (every column, 6 decimals) or Markdown (`.md`)."""
-    with atomic_output(path) as tmp:
-        if str(path).lower().endswith(".md"):
-            tmp.write_text(to_markdown(table))
-        else:
-            table.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6f")
+    tables.write_table(table, path, to_markdown)
 
 
 def write_chart(table: pd.DataFrame, path, title: str) -> None:
