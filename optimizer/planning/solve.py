@@ -70,8 +70,9 @@ DETERMINISTIC_SHARE = 0.3
 #: CPU seconds per request of everything in planning but the solver (estimates, bounds,
 #: heuristic incumbents, model, extraction, timing), measured on this 2-core machine at 1M
 #: requests on 8 replicas (about 18 us; see benchmarks/time_limits.py). The solver's
-#: deterministic budget is what the limit leaves after it: a function of the input size,
-#: never of the clock, so the plan does not depend on the machine's load.
+#: deterministic budget is its share of the limit, or what 90% of the limit leaves after
+#: this cost if less: a function of the limit and the input's size, never of the clock,
+#: so the plan does not depend on the machine's load.
 SETUP_S_PER_REQUEST = 20e-6
 #: Of which the part after the solver (extraction and timing): its wall-clock cap ends early
 #: enough to leave time for it.
@@ -263,7 +264,8 @@ def optimize(
 
     best, best_score, backend_status, proven = incumbent, upper, "NOT_RUN", lower_bound
     cut, message = False, ""
-    budget = DETERMINISTIC_SHARE * time_limit_s - SETUP_S_PER_REQUEST * len(work)
+    # The solver's share, or less when the rest of planning at this size would not leave it.
+    budget = min(DETERMINISTIC_SHARE * time_limit_s, 0.9 * time_limit_s - SETUP_S_PER_REQUEST * len(work))
     if budget < MIN_DETERMINISTIC_S:
         message = f"The time limit leaves no time for the {solver} solver on {len(work):,} requests; the plan is the heuristic incumbent."
     elif upper > lower_bound * (1 + 1e-9) and chosen == "per-request" and solver == "cp-sat" and identical.applies(estimates):
