@@ -19,6 +19,10 @@ with S = sum((P + L)^2 - P^2) and the forms of `optimizer.fleet.profile`.
 - Runs of identical decode iterations (nothing to admit, nothing finishing, no arrival) are
   fast-forwarded in closed form: k iterations of B sequences take
   k decode(B, C) + d2 B k (k - 1) / 2.
+
+This is the reference engine, which updates every sequence each step; under lockstep
+policies (Sarathi, vLLM) the simulator uses `optimizer.serving.lockstep`, which gives the
+same results bit for bit without touching every sequence each step.
 """
 
 from __future__ import annotations
