@@ -67,12 +67,15 @@ def test_bounds_never_exceed_a_plan(instance, fleet):
 @settings(max_examples=30, deadline=None)
 @given(instances, fleets, st.integers(1, 6000), st.integers(1, 1000), st.sampled_from([0.0, 60.0]))
 def test_adding_a_request_never_lowers_a_bound(instance, fleet, prompt, output, arrival):
-    """Tests monotonicity in the requests: one more request leaves every bound as high or higher."""
+    """Tests monotonicity in the requests: one more request leaves the work and chain bounds as high
+    or higher. (Not the P||Cmax bound: since commit 7e508d3 each request's least work is priced at
+    the trace's mix of prompt tokens and decode steps, so one more request can lower the others'
+    least works, and the pcmax bound with them; found by hypothesis, 0.4107 -> 0.4093 s.)"""
     prompts, outputs, arrivals, models = instance
     cluster = parse_replicas(fleet)
     before, _ = trace_bounds(make_requests(prompts, outputs, arrivals, models), cluster)
     after, _ = trace_bounds(make_requests(prompts + [prompt], outputs + [output], arrivals + [arrival], models + [""]), cluster)
-    for name in ("work_s", "chain_s", "pcmax_s"):
+    for name in ("work_s", "chain_s"):
         assert getattr(after, name) >= getattr(before, name) * (1 - REL)
 
 
