@@ -1,6 +1,7 @@
-"""Benchmark of sweeps: the 48 cells of examples/sweep.toml on the whole ShareGPT batch
-(2,000 requests a cell instead of the example's 400), serially, then on a local Ray
-instance with 1 and with 2 workers; the tables must be the same bytes.
+"""Benchmark of sweeps: the 48 cells of examples/sweep.toml on the ShareGPT stats trace
+(30,731 requests a cell instead of the example's 400 of the ShareGPT batch, so that a cell
+outweighs Ray's start-up), serially, then on a local Ray instance with 1 and with 2
+workers; the tables must be the same bytes.
 
     python benchmarks/sweep.py            # serial, 1 and 2 workers
     python benchmarks/sweep.py --workers 2  # one setting only (for timing a whole process)
@@ -26,7 +27,8 @@ from optimizer.reporting.sweep import read_spec, run_sweep, to_markdown  # noqa:
 
 def spec_cells():
     text = (ROOT / "examples" / "sweep.toml").read_text()
-    text = text.replace("max_requests = 400\n", "").replace('"../traces/', f'"{ROOT}/traces/')
+    text = text.replace("max_requests = 400\n", "").replace('"../traces/sharegpt_batch_2k.csv"', '"../traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"')
+    text = text.replace('"../traces/', f'"{ROOT}/traces/')
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "sweep.toml"
         path.write_text(text)
@@ -48,7 +50,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     cells = spec_cells()
     settings = [args.workers] if args.workers is not None else [0, 1, 2]
-    print(f"\n### Sweep of {len(cells)} cells (examples/sweep.toml on 2,000 requests a cell)\n")
+    print(f"\n### Sweep of {len(cells)} cells (examples/sweep.toml on the 30,731 requests of the ShareGPT stats trace a cell)\n")
     print("| run | wall s | this process CPU s | table sha256 |")
     print("|---|---:|---:|---|")
     walls, table = {}, None
