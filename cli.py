@@ -22,7 +22,21 @@ signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import typer  # noqa: E402
 
-from commands import bounds, catalog, compare, pcmax, plan, predict, profile, report, simulate, solve, trace  # noqa: E402
+from commands import (  # noqa: E402
+    bounds,
+    catalog,
+    compare,
+    fleet,
+    pcmax,
+    plan,
+    predict,
+    profile,
+    report,
+    simulate,
+    solve,
+    sweep,
+    trace,
+)
 from commands.common import OneLineErrors  # noqa: E402
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -36,7 +50,7 @@ app = typer.Typer(
     cls=OneLineErrors,
 )
 # Top-level commands, in the order `--help` lists them.
-for module in (solve, pcmax, bounds, simulate, compare, report, predict, catalog):
+for module in (solve, pcmax, bounds, simulate, compare, report, predict, catalog, fleet, sweep):
     app.add_typer(module.app)
 app.add_typer(trace.app, name="trace")
 app.add_typer(plan.app, name="plan")

@@ -108,6 +108,23 @@ SolverOpt = Annotated[str, typer.Option("--solver", metavar="NAME", help="Solver
 MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
 TimeLimitOpt = Annotated[float, typer.Option("--time-limit", metavar="SECONDS", callback=number_in(0, MAX_TIME_LIMIT_S, above=True),
                                              help="Wall-clock seconds for the whole planning step.")]
+DeterministicOpt = Annotated[bool, typer.Option(
+    "--deterministic", metavar="",
+    help="Never let the wall clock stop the solver: the same answer on any machine and load, even if it takes longer than --time-limit.",
+)]
+#: Said when the wall clock, not the solver's deterministic budget, ended the search.
+WALL_CLOCK_CUT = ("the time limit stopped the solver before its deterministic budget; on a loaded machine "
+                  "the plan may differ between runs (use --deterministic for the same bytes every time).")
+
+
+def solver_warnings(result) -> None:
+    """Print a planning result's warnings (a solver failure, a wall-clock cut) on stderr."""
+    if result.message:
+        typer.echo(f"warning: {result.message}", err=True)
+    if result.wall_clock_cut:
+        typer.echo(f"warning: {WALL_CLOCK_CUT}", err=True)
+
+
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print nothing but errors (no progress, no summary).")]
 
 class OneLineErrors(typer.core.TyperGroup):

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from commands.common import (
+    DeterministicOpt,
+    solver_warnings,
     SeedOpt,
     SolverOpt,
     TimeLimitOpt,
@@ -17,12 +19,6 @@ from commands.common import (
 from optimizer.planning.pcmax import read_pcmax, solve_pcmax
 
 app = typer.Typer()
-
-DeterministicOpt = Annotated[
-    bool,
-    typer.Option("--deterministic", help="Never let the wall clock stop the solver: the same answer on any machine and load, even if it takes longer than --time-limit."),
-]
-
 
 @app.command(epilog="Example: python cli.py pcmax examples/pcmax_e3.txt --time-limit 10")
 def pcmax(
@@ -47,7 +43,4 @@ def pcmax(
     out.print(f"status: {result.status}")
     if details:
         out.print(f"bounds: L0 {result.l0_bound}, best {result.lower_bound}; LPT {result.lpt_makespan}, best heuristic {result.heuristic_makespan}; {len(result.probes)} bin-packing probes")
-    if result.message:
-        typer.echo(f"warning: {result.message}", err=True)
-    if result.wall_clock_cut:
-        typer.echo("warning: the time limit stopped the solver before its deterministic budget; on a loaded machine the answer may differ between runs (use --deterministic).", err=True)
+    solver_warnings(result)

@@ -15,6 +15,7 @@ from optimizer.reporting.batch_split import check_split_dir, split_batch
 from optimizer.traces.batch import cap_predictions
 from commands.trace import TokenizerOpt, read_trace_with
 from commands.common import (
+    DeterministicOpt,
     EngineOpt,
     FormatOpt,
     LengthErrorOpt,
@@ -30,6 +31,7 @@ from commands.common import (
     SourceOpt,
     TimeLimitOpt,
     TraceArg,
+    solver_warnings,
     bounds_line,
     out,
     print_sources,
@@ -50,6 +52,7 @@ def solve(
     source: SourceOpt = "auto",
     solver: SolverOpt = "cp-sat",
     time_limit: TimeLimitOpt = 10.0,
+    deterministic: DeterministicOpt = False,
     formulation: Annotated[str, typer.Option("--formulation", help="auto, per-request (one Boolean per request and replica) or class (counts per cost class and replica kind).")] = "auto",
     length_error: LengthErrorOpt = None,
     predictor: PredictorOpt = None,
@@ -89,12 +92,13 @@ def solve(
         with LiveStatus(not quiet and sys.stderr.isatty(), "solving ...") as status:
             result = optimizer.solve(
                 requests, cluster, solver=solver, time_limit_s=time_limit, formulation=formulation,
-                seed=seed, profiles=user_profiles, progress=status.solving,
+                seed=seed, profiles=user_profiles, progress=status.solving, deterministic=deterministic,
             )
         optimizer.validate_plan(result.plan, loaded.requests, cluster)
         with all_or_nothing():  # the split last: if it fails, the plan is not written either
             optimizer.write_plan(result.plan, out_path)
             manifest = split_batch(trace, result.plan, cluster, split_dir, results_dir=results_dir) if split_dir is not None else None
+    solver_warnings(result)
     if quiet:
         return
     kind = "offline batch" if loaded.is_offline_batch else "timed arrivals"

@@ -49,6 +49,8 @@ def busy_intervals(start_s: np.ndarray, finish_s: np.ndarray) -> tuple[np.ndarra
     replica this union is its busy time. Not exactly for a request restarted after a
     failure: the file keeps its first start, on the replica that failed.
     """
+    if len(start_s) == 0:  # a replica that served no request was never busy
+        return np.empty(0), np.empty(0)
     order = np.argsort(start_s, kind="stable")
     start, finish = start_s[order], finish_s[order]
     reach = np.maximum.accumulate(finish)

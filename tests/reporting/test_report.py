@@ -89,6 +89,18 @@ def test_compare_and_report_work_on_every_bundled_trace(name, tmp_path):
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["activity-rr.png", "gantt-rr.png", "index.html", "latency-cdf.png"]
 
 
+def test_report_draws_a_replica_that_served_no_request(tmp_path):
+    """Three requests on eight replicas leave five idle: `simulate` then `report` on its CSV
+    draws them as idle rows instead of failing in the busy-interval rebuild."""
+    trace = _head("sharegpt_batch_2k.csv", 4, tmp_path)
+    sim = tmp_path / "requests.csv"
+    assert runner.invoke(app, ["simulate", str(trace), "--dispatch", "round-robin", "--out", str(sim), "--quiet"]).exit_code == 0
+    result = runner.invoke(app, ["report", str(trace), "--simulation", str(sim), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "index.html").exists()
+    assert busy_intervals(np.empty(0), np.empty(0))[0].size == 0
+
+
 def test_report_rejects_a_simulation_of_another_trace(simulated, tmp_path):
     _, _, _, path = simulated
     result = runner.invoke(app, ["report", str(TRACES / "sharegpt_batch_2k.csv"), "--replicas", "h100-tp4:2,a100-tp4:2",
