@@ -8,11 +8,12 @@ decode step of B sequences without its context term d2 C):
   iteration, with the sequence's context growing from p + 1 to p + o - 1 tokens.
 - Per-sequence share of an iteration at batch B: s(B) = fix(B) / B, plus d2 per token of the
   sequence's own context. Summing the shares of a batch gives decode(B, C) exactly.
-- Best sustainable batch B*_k = min(max_num_seqs, floor(kv_capacity / c_bar),
-  argmin_B s(B), concurrency), where concurrency is how many requests a replica holds at
-  once on average (n / m for an offline batch; with arrivals, arrival rate per replica x
-  latency, by Little's law), and c_bar = sum_j (o_j - 1)(p_j + o_j / 2) / sum_j (o_j - 1)
-  is the context of a decoding sequence averaged over decode steps, for the trace at hand.
+- Best sustainable batch B*_k: the batch the replica's backlog sustains, at most
+  B_cap = min(max_num_seqs, floor(kv_capacity / c_bar), argmin_B s(B)): n / m for an
+  offline batch; with arrivals, from the fluid backlog model of `optimizer.fleet.concurrency`
+  (queueing included, so overload fills the batch up to B_cap). c_bar = sum_j (o_j - 1)
+  (p_j + o_j / 2) / sum_j (o_j - 1) is the context of a decoding sequence averaged over
+  decode steps, for the trace at hand.
 - Prefill work per prompt token c_plan: prompts are chunked and, where there are decodes
   to ride on, ride on decode steps of B* sequences, each chunk costing its marginal time
   (engines that mix, as the default Sarathi policy does; `token_costs.planning_chunk_price_ms`).
@@ -51,7 +52,7 @@ import pandas as pd
 
 from optimizer.common.errors import OptimizerError
 from optimizer.common.words import counted
-from optimizer.fleet import token_costs
+from optimizer.fleet import concurrency, token_costs
 from optimizer.fleet.cluster import Cluster, Replica
 from optimizer.fleet.profile import Profile
 from optimizer.fleet.sources import profile_for
@@ -160,6 +161,20 @@ def estimate(
     batch_size = np.empty(num_kinds)
     drain = np.zeros(num_kinds)
     decode_share, context_per_token = np.zeros(num_kinds), np.zeros(num_kinds)
+    # Per kind: the engine and KV limit B_cap (also the profile's best batch), and the share
+    # of the arrivals a replica of the kind gets (its throughput at B_cap, `concurrency`).
+    caps, throughput = [], []
+    for replica in first_of_kind:
+        profile = profile_for(replica, profiles)
+        batches = np.arange(1, replica.limits.max_num_seqs + 1)
+        shares_ms = np.asarray(profile.decode_fixed_ms(batches.astype(float))) / batches
+        chunk = best_chunk_tokens(profile, replica.limits.max_num_batched_tokens)
+        cap = concurrency.batch_cap(replica.limits.max_num_seqs, replica.kv_capacity_tokens, mean_context, int(batches[np.argmin(shares_ms)]),
+                                    chunk, float(np.mean(prompt)) if n else 0.0, float(np.mean(steps)) if n else 0.0)
+        caps.append(cap)
+        throughput.append(concurrency.replica_throughput(_riding_prefill_s(profile, replica, prompt, steps, cap), steps, mean_context, profile, cap))
+    fleet_throughput = sum(throughput[kinds.index(r.kind)] for r in cluster.replicas)
+    offline = n == 0 or bool(np.all(arrival == arrival[0]))
     for k, replica in enumerate(first_of_kind):
         profile = profile_for(replica, profiles)
         limits = replica.limits
@@ -167,10 +182,11 @@ def estimate(
         capacity = replica.kv_capacity_tokens
         batches = np.arange(1, limits.max_num_seqs + 1)
         shares_ms = np.asarray(profile.decode_fixed_ms(batches.astype(float))) / batches
-        best = int(min(limits.max_num_seqs, max(1, capacity // max(int(mean_context), 1)), int(batches[np.argmin(shares_ms)])))
         prefill_ms = profile.prefill_time_ms(prompt)
-        # A replica cannot batch more requests than it has at a time.
-        best = min(best, _concurrency(arrival, prefill_ms, steps, profile, best, num_replicas))
+        # The batch the replica's backlog sustains (the fluid model of `concurrency`).
+        best = concurrency.fluid_batch(arrival, _riding_prefill_s(profile, replica, prompt, steps, caps[k]), steps,
+                                       mean_context, profile, caps[k],
+                                       1 / num_replicas if offline else throughput[k] / fleet_throughput)
         batch_size[k] = best
         # Draining: the batch shrinks from B* to 0 over the last requests' decode steps.
         drain[k] = float(np.mean(steps)) * token_costs.drain_ms_per_step(profile, best) * MS
@@ -178,7 +194,7 @@ def estimate(
         decode_share[k], context_per_token[k] = share_ms * MS, d2 * MS
         full_iteration_ms = profile.decode_time_ms(best, best * mean_context)
         budget = limits.max_num_batched_tokens
-        own_prefill_ms = profile.prefill_ms_per_prompt + profile.prefill_attention_ms_per_token_sq * prompt**2
+        own_prefill_ms = profile.prefill_ms_per_prompt * (1 + np.maximum(prompt - 1, 0) / max(best_chunk_tokens(profile, budget) - best, 1)) + profile.prefill_attention_ms_per_token_sq * prompt**2
         chunk = best_chunk_tokens(profile, budget)
         riding_ms = token_costs.planning_chunk_price_ms(profile, chunk, best, float(prompt.sum()), float(steps.sum()))
         alpha, beta = token_costs.lower_bound_prices(profile, budget, limits.max_num_seqs, longest_prefill,
@@ -214,16 +230,12 @@ def estimate(
     )
 
 
-def _concurrency(arrival_s: np.ndarray, prefill_ms: np.ndarray, steps: np.ndarray, profile: Profile, batch: int, num_replicas: int) -> int:
-    """Requests a replica holds at once, on average: n / m for an offline batch; with
-    arrivals, Little's law: arrival rate per replica x latency at `batch` (an upper
-    estimate, as latency only shrinks with the batch)."""
-    n = len(arrival_s)
-    duration_s = float(arrival_s.max() - arrival_s.min()) if n else 0.0
-    if duration_s <= 0:
-        return max(1, int(np.ceil(n / num_replicas)))
-    latency_s = float(np.mean(prefill_ms + steps * profile.decode_time_ms(batch, batch * 1.0))) * MS
-    return max(1, int(np.ceil(n / duration_s / num_replicas * latency_s)))
+def _riding_prefill_s(profile: Profile, replica: Replica, prompt: np.ndarray, steps: np.ndarray, batch: int) -> np.ndarray:
+    """Each prompt's prefill work (seconds) when its chunks ride on decode steps of `batch` sequences."""
+    budget = replica.limits.max_num_batched_tokens
+    riding_ms = token_costs.planning_chunk_price_ms(profile, best_chunk_tokens(profile, budget), batch, float(prompt.sum()), float(steps.sum()))
+    own_ms = profile.prefill_ms_per_prompt + profile.prefill_attention_ms_per_token_sq * prompt**2
+    return (own_ms + riding_ms * prompt) * MS
 
 
 def best_chunk_tokens(profile: Profile, budget_tokens: int) -> int:

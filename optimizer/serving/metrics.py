@@ -7,11 +7,14 @@ finish l_r; m replicas:
 
     makespan        M = max_j e_j
     utilization     U = sum_r b_r / (m M)
-    work utilization W = sum_j w_j / (m M), w_j the estimated work of request j (actual
-                    length) on the kind of replica that ran it, at that kind's best batch
-                    size (`optimizer.fleet.estimates`): the bin-packing utilization. Busy time
-                    spent below the best batch size (ramp-up, draining, stalls) lowers W
-                    but not U; W = LB_work / M on a homogeneous fleet.
+    work utilization W = sum_j w_j / (m M), w_j the least work of request j (actual
+                    length) on the kind of replica that ran it (`min_work_s` of
+                    `optimizer.fleet.estimates`, what the work bound sums): the bin-packing
+                    utilization. Every iteration costs at least the least works of what it
+                    runs, so sum_j w_j <= sum_r b_r and W <= U <= 100% on every trace (pricing
+                    it at the planner's B* instead could pass 100% whenever B* was too
+                    small). Busy time spent below the best batching (ramp-up, draining,
+                    stalls) lowers W but not U; W = LB_work / M on a homogeneous fleet.
     idle tail       I_r = M - l_r                       per replica
     TTFT            f_j - a_j                           time to first token
     TBT             (e_j - f_j) / (o_j - 1)             mean time between tokens (o_j > 1)
@@ -80,7 +83,7 @@ def work_utilization(simulation: Simulation, estimates) -> float:
     replicas = list(simulation.replicas["replica"])
     index = {name: r for r, name in enumerate(replicas)}
     kinds = estimates.kind_of_replica[simulation.requests["replica"].map(index).to_numpy(dtype=np.int64)]
-    work = estimates.work_s[np.arange(len(kinds)), kinds].sum()
+    work = estimates.min_work_s[np.arange(len(kinds)), kinds].sum()
     makespan = float(simulation.requests["finish_s"].max())
     return float(work / (len(replicas) * makespan)) if makespan > 0 else 0.0
 

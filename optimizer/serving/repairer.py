@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
 from optimizer.common.options import NamedOptions
 from optimizer.fleet.estimates import planning_lengths
+from optimizer.serving.plan_clock import PlanClock
 from optimizer.serving.predictor import LengthBelief
 from optimizer.serving.rules import FollowPlan
 
@@ -18,14 +20,20 @@ class Repair(FollowPlan, NamedOptions):
     Two views of each live replica r, refreshed every `interval_s` of simulated time and
     as requests finish (works w are the estimates' seconds of replica time, `Estimates`):
 
-    - the deviation revealed so far, zero while everything goes as predicted:
+    - the deviation from the plan's own clock, zero while everything goes as planned:
 
-          delta_r = sum over r's finished requests of  w(actual length) - planned w
-                  + sum over r's running requests of   w(E[O | O > g]) - planned w
+          delta_r = lag_r                                     how far r is behind its plan now
+                  + sum over r's running requests of w(E[O | O > g]) - w(max(o_hat, g))
                   + (f_r - 1) x (r's remaining work)
 
-      where a running request has produced g tokens, E[O | O > g] is its expected length
-      given them (`optimizer.serving.predictor.LengthBelief`) and f_r the replica's slowdown;
+      where lag_r compares r's realised progress with the progress its planned starts and
+      ends promised by now (`optimizer.serving.plan_clock`: any cause, wrong estimates,
+      arrivals, lengths, slowdowns), a running request predicted at o_hat tokens has
+      produced g, E[O | O > g] is its expected length given them
+      (`optimizer.serving.predictor.LengthBelief`: the overrun still to come) and f_r the
+      replica's slowdown (the part of it still to come). A plan without planned times has
+      no clock; then lag_r is the revealed length error of r's finished requests,
+      sum w(actual length) - planned w;
     - its estimated finish, calibrated on the replica's own pace:
 
           E_r = t_r + f_r max(rho_r (waiting work + remaining work of running requests) + drain_r,
@@ -50,8 +58,9 @@ class Repair(FollowPlan, NamedOptions):
       `max_moves` per interval);
     - a request planned for a failed replica goes where E_q + w_q is least.
 
-    With no deviation delta_r = 0: every request runs where the plan put it, in the plan's
-    order. A moved request keeps its place in the plan's global order (planned start).
+    With no deviation delta_r stays within the slack (the timeline is an estimate, so a
+    replica may run a little behind it): every request runs where the plan put it, in the
+    plan's order. A moved request keeps its place in the plan's global order (planned start).
     """
 
     name = "repair"
@@ -84,6 +93,18 @@ class Repair(FollowPlan, NamedOptions):
         self.run_chain = np.zeros(m)  # longest expected remaining decode of a running request
         self.waiting_work = np.zeros(m)
         self.seen = [0] * m  # finished requests of each engine already counted
+        # The plan's clock, when the plan has planned times (hand-written plans may not).
+        rows = np.arange(len(requests))
+        self.plan_work = self.planned_work.copy()  # w_j at the replica the plan chose
+        self.plan_prefill = estimates.prefill_s[rows, self.kind[self.replica]]
+        end = np.full(len(requests), np.nan)
+        position = pd.Index(requests["request_id"].astype(str)).get_indexer(plan["request_id"].astype(str))
+        end[position] = plan["planned_end_s"].to_numpy(dtype=float)
+        has_times = bool(plan["planned_start_s"].notna().all() and plan["planned_end_s"].notna().all())
+        self.clock = PlanClock(self.replica, self.planned_start, end, self.plan_work, m) if has_times else None
+        self.realised_done = np.zeros(m)  # R_r: planned work of finished requests, and moves
+        self.realised_run = np.zeros(m)  # R_r: planned work done by running requests
+        self.realised_at = np.zeros(m)  # when realised_run was last brought up to date
         self.moves = 0
         self.deviated = False  # has reality left the plan? (then work conservation applies)
 
@@ -106,6 +127,7 @@ class Repair(FollowPlan, NamedOptions):
                 actual = self._work(rows, r, self.actual[rows])
                 self.done_delta[r] += float(np.sum(actual - self.planned_work[rows]))
                 self.done_work[r] += float(np.sum(actual))
+                self.realised_done[r] += float(np.sum(self.plan_work[rows]))
             if not running:
                 continue
             engine.settle()
@@ -116,7 +138,16 @@ class Repair(FollowPlan, NamedOptions):
             expected_tokens = self.belief.expected_totals(self.predicted[rows], generated)
             expected = self._work(rows, r, expected_tokens)
             done = self._work(rows, r, np.maximum(generated, 1.0))
-            self.run_delta[r] = float(np.sum(expected - self.planned_work[rows]))
+            if self.clock is None:
+                self.run_delta[r] = float(np.sum(expected - self.planned_work[rows]))
+            else:
+                # Only the overrun still to come: what has run shows in the plan's clock.
+                self.run_delta[r] = float(np.sum(expected - self._work(rows, r, np.maximum(self.predicted[rows], generated))))
+                prefilled = np.fromiter((s.prefilled / max(s.prefill_need, 1) for s in live), dtype=float, count=len(live))
+                prefill = self.plan_prefill[rows]
+                decoded = np.minimum(np.maximum(generated - 1, 0) / np.maximum(self.predicted[rows] - 1, 1), 1.0)
+                self.realised_run[r] = float(np.sum(prefill * np.minimum(prefilled, 1.0) + (self.plan_work[rows] - prefill) * decoded))
+                self.realised_at[r] = engine.clock
             self.run_left[r] = float(np.sum(np.maximum(expected - done, 0.0)))
             self.run_done[r] = float(np.sum(done))
             # Decoding alone, a request's remaining tokens take at least this long each.
@@ -135,10 +166,18 @@ class Repair(FollowPlan, NamedOptions):
             left = self.waiting_work[r] + self.run_left[r]
             done = self.done_work[r] + self.run_done[r]
             pace = engine.nominal_busy_s / done if done > 0 and engine.nominal_busy_s > 0 else 1.0
-            deviation[r] = self.done_delta[r] + self.run_delta[r] + (factor - 1) * left
+            # The lag as of the last look at the running requests (each interval_s): arrivals
+            # in between see it without a walk over every running request.
+            revealed = self.done_delta[r] if self.clock is None else self.clock.lag(r, self.realised_at[r], self.realised_done[r] + self.realised_run[r])
+            deviation[r] = revealed + self.run_delta[r] + (factor - 1) * left
             finish[r] = engine.clock + factor * max(pace * left + self.drain[r], self.run_chain[r])
             self.deviated |= factor != 1.0 or abs(deviation[r]) > self.slack_s
         return deviation, finish
+
+    def _transfer(self, row: int, a: int, b: int) -> None:
+        """On the plan's clock, work moved off a is done as far as a's plan goes; on b it is extra."""
+        self.realised_done[a] += self.plan_work[row]
+        self.realised_done[b] -= self.plan_work[row]
 
     def _retarget(self, row: int, replica: int) -> None:
         self.planned_work[row] = self.work(row, replica)
@@ -158,6 +197,7 @@ class Repair(FollowPlan, NamedOptions):
             and finish[best] + self.work(row, best) + self.slack_s < finish[planned]
         ):
             self.moves += not failed
+            self._transfer(row, planned, best)
             self._retarget(row, best)
             planned = best
         self.waiting_work[planned] += self.planned_work[row]
@@ -194,6 +234,7 @@ class Repair(FollowPlan, NamedOptions):
             self._move(seq, a, b, now, engines, finish)
 
     def _move(self, seq, a: int, b: int, now: float, engines, finish: np.ndarray) -> None:
+        self._transfer(seq.row, a, b)
         finish[a] -= self.planned_work[seq.row]
         self.waiting_work[a] -= self.planned_work[seq.row]
         self._retarget(seq.row, b)
