@@ -43,13 +43,14 @@ from optimizer.planning.backends import (
 )
 from optimizer.planning import identical
 from optimizer.planning.bounds import Bounds, lower_bounds
+from optimizer.planning import latency
 from optimizer.planning.formulation import (
     class_model,
     estimated_makespan,
     make_classes,
     per_request_model,
 )
-from optimizer.planning.heuristics import least_loaded, lpt, round_robin
+from optimizer.planning.assignment import from_classes, from_per_request, heuristic
 from optimizer.planning.timeline import replica_times
 
 #: Heuristic planning methods by name.
@@ -64,6 +65,11 @@ HEURISTICS: dict[str, str] = {
 PER_REQUEST_LIMIT = 20_000
 PER_REQUEST_MAX_PER_REPLICA = 10
 FORMULATIONS = ("auto", "per-request", "class")
+#: What a plan optimises: "makespan" (`optimizer.planning.formulation`), "latency" (the
+#: largest fluid queueing delay, `optimizer.planning.latency`), "slo" (the share of requests
+#: that can meet their targets, `optimizer.planning.slo`); "auto" is makespan for an
+#: offline batch and latency when requests arrive over time.
+OBJECTIVES = ("auto", "makespan", "latency", "slo")
 #: Share of the time limit given to CP-SAT as deterministic work units (about seconds);
 #: the rest is headroom so that the wall-clock cap rarely cuts the search first.
 DETERMINISTIC_SHARE = 0.3
@@ -120,6 +126,12 @@ class Result:
     wall_clock_cut: bool = False
     #: One line on what went wrong in the solver (the plan is then the incumbent), else "".
     message: str = ""
+    #: The objective the plan optimised (OBJECTIVES, "auto" resolved), its value and a
+    #: bound on it: seconds of largest queueing delay (latency), share of requests that
+    #: can meet their targets (slo), or the estimated makespan again (makespan).
+    objective_name: str = "makespan"
+    score: float = float("nan")
+    score_bound: float = float("nan")
 
     @property
     def gap(self) -> float:
@@ -143,6 +155,7 @@ def solve(
     profiles: dict[tuple[str, str, int], Profile] | None = None,
     progress: Progress | None = None,
     deterministic: bool = False,
+    objective: str = "auto",
 ) -> Result:
     """Assign every request to a replica, order each replica's requests and time them.
 
@@ -157,6 +170,7 @@ def solve(
             deterministic work budget only, which may take longer than the limit on a
             loaded machine); by default the limit is also a wall-clock cap, and
             `Result.wall_clock_cut` says when it, not the budget, stopped the solver.
+        objective: one of OBJECTIVES. Heuristic solvers ignore it (their plan is scored by it).
 
     Raises:
         OptimizerError: for an unknown solver or formulation, a time limit <= 0, a model no
@@ -164,6 +178,10 @@ def solve(
     """
     started = time.perf_counter()
     check_options(solver, formulation, time_limit_s)
+    if objective not in OBJECTIVES:
+        raise OptimizerError(f"Unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}.")
+    if objective == "auto":
+        objective = "makespan" if bool((requests["arrival_s"] == requests["arrival_s"].iloc[0]).all()) else "latency"
     output = planning_lengths(requests)
     estimates = estimate(requests, cluster, output, profiles=profiles)
     bounds = lower_bounds(estimates)
@@ -178,6 +196,7 @@ def solve(
         num_workers=num_workers,
         progress=progress,
         deterministic=deterministic,
+        objective=objective,
     )
     plan = timed_plan(requests, cluster, estimates, found.assignment, output)
     return Result(
@@ -193,6 +212,9 @@ def solve(
         found.backend_status,
         found.wall_clock_cut,
         found.message,
+        objective,
+        found.score,
+        found.score_bound,
     )
 
 
@@ -219,6 +241,8 @@ class Optimized:
     backend_status: str
     wall_clock_cut: bool = False
     message: str = ""
+    score: float = float("nan")
+    score_bound: float = float("nan")
 
 
 def optimize(
@@ -234,6 +258,7 @@ def optimize(
     progress: Progress | None = None,
     deterministic: bool = False,
     relative_gap: float | None = None,
+    objective: str = "makespan",
 ) -> Optimized:
     """The planner of the module docstring on per-request estimates (any kind of jobs).
 
@@ -246,15 +271,26 @@ def optimize(
     started = time.perf_counter() if started is None else started
     work = np.where(estimates.eligible, estimates.work_s, np.inf)
     if solver in HEURISTICS:
-        assignment = _heuristic(solver, work, estimates)
-        objective = estimated_makespan(assignment, estimates)[0]
-        status = "OPTIMAL" if objective <= lower_bound * (1 + 1e-9) else "HEURISTIC"
-        return Optimized(assignment, status, objective, lower_bound, objective, "", "")
+        assignment = heuristic(solver, work, estimates)
+        makespan = estimated_makespan(assignment, estimates)[0]
+        status = "OPTIMAL" if makespan <= lower_bound * (1 + 1e-9) and objective == "makespan" else "HEURISTIC"
+        score = makespan if objective == "makespan" else latency.queueing_delay(assignment, estimates)
+        return Optimized(assignment, status, makespan, lower_bound, makespan, "", "", score=score, score_bound=0.0 if objective != "makespan" else lower_bound)
+    if objective in ("latency", "slo"):
+        budget = min(DETERMINISTIC_SHARE * time_limit_s, 0.9 * time_limit_s - SETUP_S_PER_REQUEST * len(work))
+        remaining = time_limit_s - (time.perf_counter() - started) - FINISH_S_PER_REQUEST * len(work)
+        found = latency.optimize_latency(
+            estimates, solver=solver, deterministic_limit_s=CLASS_WORK_PER_S * budget if budget >= MIN_DETERMINISTIC_S else 0.0,
+            time_limit_s=remaining, seed=seed, num_workers=num_workers, progress=progress, wall_clock_cap=not deterministic,
+        )
+        status = "OPTIMAL" if found.delay_s <= found.delay_bound_s * (1 + 1e-6) else "FEASIBLE"
+        return Optimized(found.assignment, status, found.makespan_s, lower_bound, estimated_makespan(found.assignment, estimates)[0],
+                         "class", found.backend_status, found.wall_clock_cut, found.message, found.delay_s, found.delay_bound_s)
 
     names = list(HEURISTICS)
     if len(work) > ALL_HEURISTICS_MAX_REQUESTS and np.all(estimates.arrival_s == estimates.arrival_s[0]):
         names = ["lpt"]
-    candidates = [_heuristic(name, work, estimates) for name in names]
+    candidates = [heuristic(name, work, estimates) for name in names]
     scores = [estimated_makespan(a, estimates)[0] for a in candidates]
     incumbent, upper = candidates[int(np.argmin(scores))], min(scores)
     chosen = formulation
@@ -309,9 +345,9 @@ def optimize(
             message = f"The {solver} solver failed ({found.message}); the plan is the heuristic incumbent."
         if found.values is not None:
             if chosen == "per-request":
-                assignment = _from_per_request(found.values, x)
+                assignment = from_per_request(found.values, x)
             else:
-                assignment = _from_classes(found.values, n, classes, work, estimates)
+                assignment = from_classes(found.values, n, classes, work, estimates)
             score = estimated_makespan(assignment, estimates)[0]
             if score < best_score:
                 best, best_score = assignment, score
@@ -320,44 +356,7 @@ def optimize(
             proven = max(proven, min(found.bound, best_score))
     # 1e-6: solvers report values to about that precision (CBC to 8 digits).
     status = "OPTIMAL" if best_score <= proven * (1 + 1e-6) else "FEASIBLE"
-    return Optimized(best, status, best_score, proven, upper, chosen, backend_status, cut, message)
-
-
-def _heuristic(name: str, work: np.ndarray, estimates: Estimates) -> np.ndarray:
-    if name == "lpt":
-        return lpt(work, estimates.kind_of_replica)
-    if name == "least-loaded":
-        return least_loaded(work, estimates.kind_of_replica, estimates.arrival_s)
-    return round_robin(work, estimates.kind_of_replica)
-
-
-def _from_per_request(values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Replica of each request: the x[j, r] that is 1."""
-    chosen = np.where(x >= 0, values[np.maximum(x, 0)], -1.0)
-    return np.argmax(chosen, axis=1)
-
-
-def _from_classes(values: np.ndarray, n: np.ndarray, classes, work: np.ndarray, estimates: Estimates) -> np.ndarray:
-    """Replicas from class counts: members go to kinds by count, then each kind's requests
-    are spread over its replicas (LPT offline, least-loaded in arrival order otherwise)."""
-    counts = np.where(n >= 0, np.rint(values[np.maximum(n, 0)]), 0).astype(np.int64)
-    kind = np.empty(len(classes.of_request), dtype=np.int64)
-    order = np.argsort(classes.of_request, kind="stable")
-    starts = np.r_[0, np.cumsum(classes.count)[:-1]]
-    for c in range(len(classes.count)):
-        members = order[starts[c] : starts[c] + classes.count[c]]
-        kind[members] = np.repeat(np.arange(counts.shape[1]), counts[c])[: len(members)]
-    assignment = np.empty(len(kind), dtype=np.int64)
-    offline = bool(np.all(estimates.arrival_s == estimates.arrival_s[0]))
-    for k, replicas in enumerate(estimates.replicas_of_kind):
-        rows = np.flatnonzero(kind == k)
-        if not len(rows):
-            continue
-        local_kinds = np.zeros(len(replicas), dtype=np.int64)
-        own = work[rows, k][:, None]
-        local = lpt(own, local_kinds) if offline else least_loaded(own, local_kinds, estimates.arrival_s[rows])
-        assignment[rows] = replicas[local]
-    return assignment
+    return Optimized(best, status, best_score, proven, upper, chosen, backend_status, cut, message, best_score, proven)
 
 
 def timed_plan(
