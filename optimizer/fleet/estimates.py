@@ -89,6 +89,9 @@ class Estimates:
     #: cost per token of a sequence's own context (seconds), to price other lengths.
     decode_share_s: np.ndarray = None  # type: ignore[assignment]
     context_s_per_token: np.ndarray = None  # type: ignore[assignment]
+    #: Per kind: B_cap, the most sequences the engine runs at once here (engine, KV and
+    #: prefill limits, `optimizer.fleet.concurrency`); B* <= B_cap.
+    batch_cap: np.ndarray = None  # type: ignore[assignment]
 
     def work_for(self, rows: np.ndarray, kind: int, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
         """work_s of requests `rows` on `kind` had their outputs been `output_tokens` long
@@ -233,6 +236,7 @@ def estimate(
         drain_s=drain,
         decode_share_s=decode_share,
         context_s_per_token=context_per_token,
+        batch_cap=np.asarray(caps, dtype=float),
     )
 
 

@@ -371,6 +371,9 @@ def timed_plan(
     # Decode time in a slot: B* times the request's share of decode work (so a replica's
     # slots consume exactly its work), and never less than decoding alone takes.
     slots = estimates.batch_size[estimates.kind_of_replica]
+    # With arrivals a replica admits a request at once while it runs fewer than B_cap (its
+    # batch is below B* only for want of requests), so admissions wait for B_cap slots.
+    admit = slots if offline or estimates.batch_cap is None else estimates.batch_cap[estimates.kind_of_replica]
     decode = np.maximum(
         slots[assignment] * (estimates.work_s[rows_all, kind] - prefill),
         estimates.min_latency_s[rows_all, kind] - prefill,
@@ -380,7 +383,7 @@ def timed_plan(
     within = -decode if offline else arrival
     rows = np.lexsort((rows_all, within, assignment))
     replica = assignment[rows]
-    start, end = replica_times(replica, arrival[rows], prefill[rows], decode[rows], slots)
+    start, end = replica_times(replica, arrival[rows], prefill[rows], decode[rows], admit)
     first = np.r_[0, np.flatnonzero(np.diff(replica)) + 1]
     order = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
     return pd.DataFrame(

@@ -12,6 +12,10 @@ prefills:
   share of decode work at full batches, but no less than decoding alone takes;
 - wall time = tau + total prefill time of the requests admitted so far.
 
+With arrivals, admissions wait for B_cap slots instead (`optimizer.fleet.concurrency`): a
+replica whose batch is below B* for want of requests admits an arrival at once, while each
+request keeps its decode time at B*.
+
 A replica's estimated finish is therefore (decode-slot makespan) + (sum of its prefills),
 which with full batches is its total work. The plan's estimated makespan is the latest
 end over replicas.

@@ -21,6 +21,15 @@ fleet), so predictions never flatter a policy:
                           estimated work at the best batch size, over m M)
     idle_tail_s         = mean over replicas of (M - last finish of the replica)
     planning_s          = wall seconds spent making the plan the row follows (0 online)
+    estimated_makespan_s = the plan's own estimate of its makespan (rows that follow a plan)
+    slo_attainment      = share of requests with targets that met them; _achievable: of
+                          those that can meet them at all (`optimizer.serving.slo`)
+
+On a trace whose requests arrive over time the table leads with SLO attainment and the
+latency percentiles, then makespan / bound: under light load every policy ends at the last
+arrival plus one request, and under overload the makespan measures how fast the backlog
+drains while every target is lost. Plans there optimise latency by default
+(`optimizer.planning.solve`, objective "auto").
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import pandas as pd
 from optimizer.common.errors import OptimizerError
 from optimizer.common.files import atomic_output
 from optimizer.fleet.cluster import Cluster
+from optimizer.fleet.sources import profile_for
 from optimizer.planning.backends import Progress
 from optimizer.planning.bounds import Bounds, trace_bounds
 from optimizer.planning.solve import solve
@@ -44,6 +54,7 @@ from optimizer.serving.deviation import Deviations
 from optimizer.serving.metrics import summary
 from optimizer.serving.predictor import LengthBelief
 from optimizer.serving.results import Simulation
+from optimizer.serving.slo import achievable as achievable_targets
 from optimizer.serving.simulator import simulate
 
 #: The policies a comparison runs by default, in table order.
@@ -59,8 +70,8 @@ _DISPATCH = {
 }
 COLUMNS = (
     "policy", "batching", "makespan_s", "lower_bound_s", "makespan_over_bound", "utilization", "work_utilization", "idle_tail_s",
-    "ttft_p50_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s", "slo_attainment", "planning_s",
-    "preemptions", "moved_requests", "restarted_requests",
+    "ttft_p50_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s", "slo_attainment", "slo_attainment_achievable", "planning_s",
+    "preemptions", "moved_requests", "restarted_requests", "estimated_makespan_s",
 )
 
 #: Called with (what is running, simulated seconds so far) while a comparison runs.
@@ -77,6 +88,10 @@ class Comparison:
     simulations: dict[str, Simulation]
     plans: dict[str, pd.DataFrame]
     bounds: Bounds
+    #: Requests that cannot meet their targets even alone on the fastest replica.
+    unachievable: int = 0
+    #: True when requests arrive over time (the table then leads with latency).
+    timed: bool = False
 
 
 def parse_names(text: str, known: tuple[str, ...] | list[str], what: str) -> list[str]:
@@ -105,6 +120,8 @@ def compare(
     policy_options: dict[str, dict[str, float]] | None = None,
     progress: CompareProgress | None = None,
     solve_progress: Progress | None = None,
+    objective: str = "auto",
+    deterministic: bool = False,
 ) -> Comparison:
     """Simulate every (policy, batching) pair on `requests` and tabulate the results.
 
@@ -115,6 +132,7 @@ def compare(
         policy_options: named options per batching policy, e.g. {"hybrid": {"lagrange": 2}}.
         progress: called with (what runs, simulated seconds) as the runs go (0 as each starts).
         solve_progress: passed to `optimizer.planning.solve` while the plans are made.
+        objective, deterministic: how the "mip" and "repair" rows plan (`optimizer.planning.solve`).
     """
     for name in policies:
         if name not in _DISPATCH:
@@ -125,17 +143,20 @@ def compare(
     deviations = deviations or Deviations()
     deviations.check(cluster)
     bounds, hindsight = trace_bounds(requests, cluster, profiles=profiles)
+    feasible = achievable_targets(requests, hindsight, [profile_for(r, profiles) for r in cluster.first_of_each_kind])
     plans: dict[str, pd.DataFrame] = {}
     planning_s: dict[str, float] = {}
+    estimated: dict[str, float] = {}
     for source in dict.fromkeys(_DISPATCH[name][1] for name in policies if _DISPATCH[name][1]):
         method = solver if source == "mip" else "lpt"
         if progress:
             progress(f"planning ({method})", 0.0)
         started = time.perf_counter()
         result = solve(requests, cluster, solver=method, time_limit_s=time_limit_s, seed=seed, profiles=profiles,
-                       progress=solve_progress)
+                       progress=solve_progress, objective=objective if source == "mip" else "makespan", deterministic=deterministic)
         planning_s[source] = time.perf_counter() - started
         plans[source] = result.plan
+        estimated[source] = result.objective
     rows, simulations, followed = [], {}, {}
     for name in policies:
         dispatch, source = _DISPATCH[name]
@@ -149,8 +170,16 @@ def compare(
             simulations[label] = simulation
             if source:
                 followed[label] = plans[source]
-            rows.append(summary_row(name, policy, summary(simulation, requests, hindsight), bounds.best_s, planning_s.get(source, 0.0)))
-    return Comparison(pd.DataFrame(rows, columns=list(COLUMNS)), simulations, followed, bounds)
+            row = summary_row(name, policy, summary(simulation, requests, hindsight, feasible), bounds.best_s, planning_s.get(source, 0.0))
+            rows.append({**row, "estimated_makespan_s": estimated.get(source, math.nan)})
+    timed = not bool((requests["arrival_s"] == requests["arrival_s"].iloc[0]).all())
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table.attrs["timed"] = timed
+    has_target = np.zeros(len(requests), dtype=bool)
+    for column in ("ttft_target_s", "tbt_target_s", "e2e_target_s"):
+        if column in requests:
+            has_target |= requests[column].notna().to_numpy()
+    return Comparison(table, simulations, followed, bounds, int((has_target & ~feasible).sum()), timed)
 
 
 def summary_row(policy: str, batching: str, figures: dict, bound_s: float, planning_s: float) -> dict[str, object]:
@@ -170,6 +199,7 @@ def summary_row(policy: str, batching: str, figures: dict, bound_s: float, plann
         "e2e_p50_s": figures["e2e_s"]["p50"],
         "e2e_p99_s": figures["e2e_s"]["p99"],
         "slo_attainment": figures.get("slo_attainment", math.nan),
+        "slo_attainment_achievable": figures.get("slo_attainment_achievable", math.nan),
         "planning_s": planning_s,
         "preemptions": figures["preemptions"],
         "moved_requests": figures["moved_requests"],
@@ -191,13 +221,20 @@ DISPLAY = {
     "e2e_p50_s": ("E2E p50 s", "{:,.1f}"),
     "e2e_p99_s": ("E2E p99 s", "{:,.1f}"),
     "slo_attainment": ("SLO met", "{:.1%}"),
+    "slo_attainment_achievable": ("SLO met (achievable)", "{:.1%}"),
     "planning_s": ("plan s", "{:,.2f}"),
 }
+#: Column order on a trace with arrivals: latency targets and percentiles first.
+TIMED_ORDER = ("policy", "batching", "slo_attainment", "slo_attainment_achievable", "ttft_p50_s", "ttft_p99_s", "e2e_p50_s",
+               "e2e_p99_s", "makespan_s", "makespan_over_bound", "utilization", "work_utilization", "idle_tail_s", "planning_s")
 
 
-def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Headers and formatted cells of the columns worth reading (SLO only when any row has one)."""
-    columns = [c for c in DISPLAY if (c != "slo_attainment" or table[c].notna().any()) and (c != "batching" or table[c].astype(bool).any())]
+def display_rows(table: pd.DataFrame, timed: bool | None = None) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted cells of the columns worth reading (SLO only when any row has
+    one), latency first when requests arrive over time (`timed`, default: the table's own)."""
+    timed = bool(table.attrs.get("timed", False)) if timed is None else timed
+    order = TIMED_ORDER if timed else tuple(DISPLAY)
+    columns = [c for c in order if c in table and (not c.startswith("slo_") or table[c].notna().any()) and (c != "batching" or table[c].astype(bool).any())]
     cells = [[("-" if isinstance(v, float) and math.isnan(v) else DISPLAY[c][1].format(v)) for c, v in zip(columns, row)]
              for row in table[columns].itertuples(index=False)]
     return [DISPLAY[c][0] for c in columns], cells

@@ -25,7 +25,9 @@ finish l_r; m replicas:
     restarted       requests restarted elsewhere after their replica failed, and the KV
                     tokens (prompt and output) they had to recompute
     SLO attainment  share of requests meeting every target they have (ttft_target_s,
-                    tbt_target_s, e2e_target_s)
+                    tbt_target_s, e2e_target_s); also over the achievable ones only (those
+                    that meet theirs alone on the fastest replica, `optimizer.serving.slo`),
+                    with the count of the others
 
 Latencies are summarised at p50, p90 and p99.
 """
@@ -35,15 +37,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from optimizer.common.errors import OptimizerError
+from optimizer.serving import slo
 from optimizer.serving.results import Simulation
 
 PERCENTILES = (50, 90, 99)
 
 
-def summary(simulation: Simulation, requests: pd.DataFrame, estimates=None) -> dict[str, object]:
+def summary(simulation: Simulation, requests: pd.DataFrame, estimates=None, achievable: np.ndarray | None = None) -> dict[str, object]:
     """The JSON summary of a simulation (requests: the trace table it ran, in the same
-    row order; estimates: `optimizer.fleet.estimates` of it at the actual lengths, for W)."""
+    row order; estimates: `optimizer.fleet.estimates` of it at the actual lengths, for W;
+    achievable: which requests can meet their targets at all, `optimizer.serving.slo`)."""
     table = simulation.requests
     arrival = table["arrival_s"].to_numpy()
     first, finish, start = (table[c].to_numpy() for c in ("first_token_s", "finish_s", "start_s"))
@@ -72,9 +75,13 @@ def summary(simulation: Simulation, requests: pd.DataFrame, estimates=None) -> d
     }
     for name, values in (("ttft_s", ttft), ("tbt_s", tbt), ("e2e_s", e2e), ("queueing_s", queueing)):
         result[name] = _percentiles(values)
-    slo = _slo_attainment(requests, ttft, e2e, finish, first, output)
-    if slo is not None:
-        result["slo_attainment"] = slo
+    met = _slo_met(requests, ttft, e2e, finish, first, output)
+    if met is not None:
+        result["slo_attainment"] = float(met[0][met[1]].mean())
+        if achievable is not None:
+            feasible = met[1] & achievable
+            result["slo_attainment_achievable"] = float(met[0][feasible].mean()) if feasible.any() else float("nan")
+            result["slo_unachievable"] = int((met[1] & ~achievable).sum())
     return result
 
 
@@ -94,7 +101,8 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
     return {f"p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
 
 
-def _slo_attainment(requests, ttft, e2e, finish, first, output) -> float | None:
+def _slo_met(requests, ttft, e2e, finish, first, output) -> tuple[np.ndarray, np.ndarray] | None:
+    """(met every target, has a target) per request, or None when none has a target."""
     targets = {c: requests[c].to_numpy(dtype=float) for c in ("ttft_target_s", "tbt_target_s", "e2e_target_s") if c in requests}
     has_target = np.zeros(len(requests), dtype=bool)
     met = np.ones(len(requests), dtype=bool)
@@ -107,19 +115,10 @@ def _slo_attainment(requests, ttft, e2e, finish, first, output) -> float | None:
             met &= ~given | (measured <= target)
     if not has_target.any():
         return None
-    return float(met[has_target].mean())
+    return met, has_target
 
 
-def with_slo_targets(requests: pd.DataFrame, *, ttft_s: float | None = None, tbt_s: float | None = None,
-                     e2e_s: float | None = None) -> pd.DataFrame:
-    """The trace with these latency targets filled in where a request has none of its own."""
-    table = requests
-    for column, target in (("ttft_target_s", ttft_s), ("tbt_target_s", tbt_s), ("e2e_target_s", e2e_s)):
-        if target is None:
-            continue
-        if not target > 0:
-            raise OptimizerError(f"The {column.removesuffix('_target_s').upper()} target must be greater than 0 seconds, got {target:g}.")
-        if table is requests:
-            table = requests.copy()
-        table[column] = table[column].fillna(target) if column in table else float(target)
-    return table
+def with_slo_targets(requests: pd.DataFrame, *, ttft_s=None, tbt_s=None, e2e_s=None) -> pd.DataFrame:
+    """The trace with these latency targets filled in where a request has none of its own:
+    seconds, or length-scaled `BASE+PER/token` texts (`optimizer.serving.slo`)."""
+    return slo.with_targets(requests, ttft=ttft_s, tbt=tbt_s, e2e=e2e_s)

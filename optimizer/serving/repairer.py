@@ -11,7 +11,7 @@ from optimizer.common.options import NamedOptions
 from optimizer.fleet.estimates import planning_lengths
 from optimizer.serving.plan_clock import PlanClock
 from optimizer.serving.predictor import LengthBelief
-from optimizer.serving.rules import FollowPlan
+from optimizer.serving.rules import FollowPlan, LeastWork
 
 
 class Repair(FollowPlan, NamedOptions):
@@ -45,9 +45,16 @@ class Repair(FollowPlan, NamedOptions):
 
     Decisions (each looks at every replica once: microseconds, no solver call):
 
-    - an arriving request goes where the plan put it, unless its planned replica a and
-      the replica b where it would finish earliest differ in revealed deviation by more
-      than `slack_s` and E_b + w_b + slack_s < E_a;
+    - an arriving request j goes where the plan put it, unless it would start there more
+      than `slack_s` later than planned and another replica b would start it more than
+      `slack_s` earlier, where a replica starts j once the work queued ahead of it is done:
+
+          S_r(j) = now + rho_r (waiting work + unfinished prefill work of running requests)
+
+      (an arrival that was not in the plan, or comes early or late, is judged the same way:
+      its planned start is its planned replica's, never before now); or unless its planned
+      replica a and the replica b where it would finish earliest differ in revealed
+      deviation by more than `slack_s` and E_b + w_b + slack_s < E_a;
     - work conservation, every interval once reality has left the plan (an arrival off its
       planned time, |delta_r| > slack_s, a slowdown or a failure): a live replica with
       nothing to run takes the next waiting request of the replica with the latest E_r that
@@ -68,7 +75,8 @@ class Repair(FollowPlan, NamedOptions):
     slack_s = 1.0
     max_moves = 8
     interval_s = 1.0
-    options = {"slack_s": (0.0, None), "max_moves": (0, None), "interval_s": (0.01, None)}
+    start_slack_s = 0.1
+    options = {"slack_s": (0.0, None), "max_moves": (0, None), "interval_s": (0.01, None), "start_slack_s": (0.0, None)}
 
     def __init__(self, requests, cluster, estimates, plan, belief: LengthBelief, **options):
         FollowPlan.__init__(self, requests, cluster, estimates, plan)
@@ -106,6 +114,10 @@ class Repair(FollowPlan, NamedOptions):
         self.realised_run = np.zeros(m)  # R_r: planned work done by running requests
         self.realised_at = np.zeros(m)  # when realised_run was last brought up to date
         self.moves = 0
+        # Queued work decides starts only when requests arrive over time (an offline batch's
+        # queue is the plan's order, not arrival order).
+        self.timed = bool(np.any(self.arrival != self.arrival[0])) if len(self.arrival) else False
+        self.waiting_sums: dict[int, tuple[int, int, float]] = {}  # LeastWork's running sums of queued work
         self.deviated = False  # has reality left the plan? (then work conservation applies)
 
     def queue_key(self, row: int) -> float:
@@ -192,6 +204,17 @@ class Repair(FollowPlan, NamedOptions):
         failed = bool(engines[planned].failed)
         self.deviated |= failed or abs(now - self.arrival[row]) > 1e-9
         best = self._earliest(row, engines, finish)
+        if not failed and self.clock is not None and self.timed:
+            starts = self._starts(row, engines, now)
+            late = starts[planned] - max(self.planned_start[row], now)
+            first = int(np.argmin(starts))
+            if late > self.start_slack_s and starts[first] + self.start_slack_s < starts[planned]:
+                self.deviated = True
+                self.moves += 1
+                self._transfer(row, planned, first)
+                self._retarget(row, first)
+                self.waiting_work[first] += self.planned_work[row]
+                return first
         if failed or (
             best != planned and deviation[planned] - deviation[best] > self.slack_s
             and finish[best] + self.work(row, best) + self.slack_s < finish[planned]
@@ -202,6 +225,21 @@ class Repair(FollowPlan, NamedOptions):
             planned = best
         self.waiting_work[planned] += self.planned_work[row]
         return planned
+
+    def _starts(self, row: int, engines, now: float) -> np.ndarray:
+        """S_r(j) of the class docstring for every replica (inf where j cannot run)."""
+        starts = np.full(len(engines), np.inf)
+        for r, engine in enumerate(engines):
+            if not self.usable(row, r, engines):
+                continue
+            engine.settle()
+            queued = LeastWork._waiting_work(self, r, engine.waiting)
+            partial = sum(self.estimates.prefill_s[s.row, self.kind[r]] * s.prefill_left / max(s.prefill_need, 1)
+                          for s in engine.running if s.prefilled < s.prefill_need)
+            done = self.done_work[r] + self.run_done[r]
+            pace = engine.nominal_busy_s / done if done > 0 and engine.nominal_busy_s > 0 else 1.0
+            starts[r] = max(now, engine.clock) + engine.slowdown_factor() * pace * (queued + partial)
+        return starts
 
     def _earliest(self, row: int, engines, finish: np.ndarray) -> int:
         costs = [finish[r] + self.work(row, r) if self.usable(row, r, engines) else np.inf for r in range(len(engines))]
