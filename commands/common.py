@@ -96,12 +96,15 @@ JitterOpt = Annotated[float, typer.Option("--jitter", metavar="SECONDS", callbac
                                           help="Arrival jitter: each request arrives at max(0, planned + jitter x N(0,1)) seconds (seeded).")]
 SlowOpt = Annotated[list[str], typer.Option("--slow", metavar="REPLICA@SECONDS:FACTOR", help="The replica's iterations take FACTOR times as long from then on (repeatable).")]
 FailOpt = Annotated[list[str], typer.Option("--fail", metavar="REPLICA@SECONDS", help="The replica fails then; its requests are placed again (repeatable).")]
-SloTtftOpt = Annotated[Optional[float], typer.Option("--slo-ttft", metavar="SECONDS", callback=number_in(0, above=True),
-                                                     help="Time-to-first-token target (s) of every request without its own.")]
-SloTbtOpt = Annotated[Optional[float], typer.Option("--slo-tbt", metavar="SECONDS", callback=number_in(0, above=True),
-                                                    help="Mean time-between-tokens target (s) of every request without its own.")]
-SloE2eOpt = Annotated[Optional[float], typer.Option("--slo-e2e", metavar="SECONDS", callback=number_in(0, above=True),
-                                                    help="End-to-end latency target (s) of every request without its own.")]
+# Issue 14: targets are SECONDS or length-scaled BASE+PER/token texts (optimizer.serving.slo).
+SloTtftOpt = Annotated[Optional[str], typer.Option("--slo-ttft", metavar="TARGET",
+                                                   help="Time-to-first-token target of every request without its own: seconds, or scaled with the prompt, e.g. 0.5s+1ms/token.")]
+SloTbtOpt = Annotated[Optional[str], typer.Option("--slo-tbt", metavar="TARGET",
+                                                  help="Mean time-between-tokens target (s) of every request without its own.")]
+SloE2eOpt = Annotated[Optional[str], typer.Option("--slo-e2e", metavar="TARGET",
+                                                  help="End-to-end latency target of every request without its own: seconds, or scaled with the output, e.g. 30s+50ms/token.")]
+ContextOpt = Annotated[str, typer.Option("--context", metavar="POLICY",
+                                         help="Requests longer than the model's context window: error (default), drop (listed by id) or truncate (their prompts cut).")]
 
 SolverOpt = Annotated[str, typer.Option("--solver", metavar="NAME", help="Solver backend (cp-sat, scip, cbc) or heuristic (lpt, least-loaded, round-robin); see `solvers`.")]
 #: A week: longer limits are almost certainly a typo (and overflow some solvers' timers).

@@ -18,8 +18,12 @@ from optimizer.reporting.report import check_report_dir, write_report
 from optimizer.reporting.report import render as render_report
 from optimizer.serving.batching import POLICIES as BATCHING_POLICIES
 from optimizer.serving.deviation import Deviations
+from optimizer.fleet.context import fit_context, out_of_range
+from optimizer.fleet.sources import profile_for
+from optimizer.planning.solve import OBJECTIVES
 from optimizer.serving.metrics import with_slo_targets
 from commands.common import (
+    ContextOpt,
     MAX_TIME_LIMIT_S,
     number_in,
     EngineOpt,
@@ -35,6 +39,7 @@ from commands.common import (
     RateOpt,
     ReplicasOpt,
     SeedOpt,
+    DeterministicOpt,
     SloE2eOpt,
     SloTbtOpt,
     SloTtftOpt,
@@ -74,6 +79,9 @@ def compare(
     slo_ttft: SloTtftOpt = None,
     slo_tbt: SloTbtOpt = None,
     slo_e2e: SloE2eOpt = None,
+    objective: Annotated[str, typer.Option("--objective", help="What the mip and repair rows' plan optimises: makespan, latency or slo (auto: makespan offline, latency with arrivals).")] = "auto",
+    deterministic: DeterministicOpt = False,
+    context: ContextOpt = "error",
     format: FormatOpt = None,
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
@@ -82,6 +90,9 @@ def compare(
     quiet: QuietOpt = False,
 ) -> None:
     """Run every policy on the same trace, fleet, seed and deviations, and print one table.
+
+    On a trace with arrivals the table leads with SLO attainment (with --slo-*; also over
+    the requests that can meet their targets at all) and latency percentiles.
 
     Policies: round-robin, least-outstanding, least-work (online dispatch), lpt (the LPT
     plan followed), mip (the solver's plan followed blindly), repair (that plan repaired
@@ -97,18 +108,25 @@ def compare(
             check_report_dir(report_dir)
         chosen = parse_names(policies, POLICY_NAMES, "policy")
         batchings = parse_names(batching, list(BATCHING_POLICIES), "batching policy")
+        if objective not in OBJECTIVES:
+            raise OptimizerError(f"Unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}.")
         loaded = read_trace(trace, format, arrival_rate, seed, model)
-        actual = with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
+        fitted = fit_context(loaded.requests, cluster, context, where=str(trace))
+        actual = with_slo_targets(fitted.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)
         requests, belief = with_predicted_lengths(actual, length_error, predictor, seed)
         deviations = parse_deviations(jitter, slow, fail, seed, cluster)
         with LiveStatus(not quiet and sys.stderr.isatty()) as status:
             result = run_comparison(
                 requests, cluster, policies=chosen, batching=batchings, solver=solver, time_limit_s=time_limit, seed=seed,
                 deviations=deviations, belief=belief, profiles=read_profiles(profiles),
-                progress=status.simulating, solve_progress=status.solving,
+                progress=status.simulating, solve_progress=status.solving, objective=objective, deterministic=deterministic,
             )
         notes = _report_notes(loaded, cluster, length_error, predictor, deviations, seed)
+        notes += list(fitted.notes) + out_of_range(actual, {r.kind: profile_for(r, read_profiles(profiles)) for r in cluster.first_of_each_kind})
+        if result.unachievable:
+            notes.append(f"{result.unachievable:,} requests cannot meet their targets even alone on the fastest replica; "
+                         f"'SLO met (achievable)' leaves them out.")
         page = figures = None
         if report_dir is not None:
             page, figures = render_report(

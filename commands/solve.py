@@ -14,7 +14,12 @@ from optimizer.common.files import all_or_nothing, check_output
 from optimizer.reporting.batch_split import check_split_dir, split_batch
 from optimizer.traces.batch import cap_predictions
 from commands.trace import TokenizerOpt, read_trace_with
+from optimizer.fleet.context import fit_context, out_of_range
+from optimizer.fleet.sources import profile_for
+from optimizer.planning.solve import OBJECTIVES
+from optimizer.serving.metrics import with_slo_targets
 from commands.common import (
+    ContextOpt,
     DeterministicOpt,
     EngineOpt,
     FormatOpt,
@@ -27,6 +32,9 @@ from commands.common import (
     RateOpt,
     ReplicasOpt,
     SeedOpt,
+    SloE2eOpt,
+    SloTbtOpt,
+    SloTtftOpt,
     SolverOpt,
     SourceOpt,
     TimeLimitOpt,
@@ -53,6 +61,11 @@ def solve(
     solver: SolverOpt = "cp-sat",
     time_limit: TimeLimitOpt = 10.0,
     deterministic: DeterministicOpt = False,
+    objective: Annotated[str, typer.Option("--objective", help="makespan, latency (the largest queueing delay) or slo (the share of requests that can meet their targets); auto: makespan for an offline batch, latency when requests arrive over time.")] = "auto",
+    slo_ttft: SloTtftOpt = None,
+    slo_tbt: SloTbtOpt = None,
+    slo_e2e: SloE2eOpt = None,
+    context: ContextOpt = "error",
     formulation: Annotated[str, typer.Option("--formulation", help="auto, per-request (one Boolean per request and replica) or class (counts per cost class and replica kind).")] = "auto",
     length_error: LengthErrorOpt = None,
     predictor: PredictorOpt = None,
@@ -84,17 +97,21 @@ def solve(
                 f"--length-error draws predictions around the actual output lengths, which {unknown:,} requests of "
                 f"{trace} lack; give --predictor HISTORY instead (for a batch file: `trace from-results` of a run)."
             )
+        if objective not in OBJECTIVES:
+            raise OptimizerError(f"Unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}.")
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         user_profiles = read_profiles(profiles)
-        requests, _ = with_predicted_lengths(loaded.requests, length_error, predictor, seed)
+        fitted = fit_context(loaded.requests, cluster, context, where=str(trace))
+        targeted = with_slo_targets(fitted.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)
+        requests, _ = with_predicted_lengths(targeted, length_error, predictor, seed)
         if loaded.format == "batch":
-            requests = cap_predictions(requests, loaded.requests)
+            requests = cap_predictions(requests, fitted.requests)
         with LiveStatus(not quiet and sys.stderr.isatty(), "solving ...") as status:
             result = optimizer.solve(
                 requests, cluster, solver=solver, time_limit_s=time_limit, formulation=formulation,
-                seed=seed, profiles=user_profiles, progress=status.solving, deterministic=deterministic,
+                seed=seed, profiles=user_profiles, progress=status.solving, deterministic=deterministic, objective=objective,
             )
-        optimizer.validate_plan(result.plan, loaded.requests, cluster)
+        optimizer.validate_plan(result.plan, requests, cluster)
         with all_or_nothing():  # the split last: if it fails, the plan is not written either
             optimizer.write_plan(result.plan, out_path)
             manifest = split_batch(trace, result.plan, cluster, split_dir, results_dir=results_dir) if split_dir is not None else None
@@ -103,12 +120,17 @@ def solve(
         return
     kind = "offline batch" if loaded.is_offline_batch else "timed arrivals"
     out.print(f"Trace    {loaded.path} ({loaded.format}): {loaded.num_requests:,} requests, {kind}")
-    for note in loaded.notes:
+    for note in (*loaded.notes, *fitted.notes,
+                 *out_of_range(requests, {r.kind: profile_for(r, user_profiles) for r in cluster.first_of_each_kind})):
         out.print(f"         {note}")
     out.print(f"Cluster  {cluster.describe()} ({len(cluster)} replicas serving {', '.join(cluster.models)})")
     print_sources(cluster, user_profiles)
     how = f"{result.solver}, {result.formulation} model, started from {result.incumbent:,.1f} s" if result.formulation else result.solver
     out.print(f"Plan     {result.status} ({how}) in {result.solve_time_s:.2f} s")
+    if result.objective_name == "latency":
+        out.print(f"         objective latency: largest queueing delay {result.score:,.2f} s (bound {result.score_bound:,.2f} s), within 1% of the best makespan")
+    elif result.objective_name == "slo":
+        out.print(f"         objective slo: {result.score:.1%} of requests can meet their targets (bound {result.score_bound:.1%})")
     out.print(f"         estimated makespan {result.objective:,.1f} s, lower bound {result.lower_bound:,.1f} s, gap {result.gap:.3%}")
     out.print(f"Bounds   {bounds_line(result.bounds)}")
     per_replica = result.plan.groupby("replica", sort=False).size()
