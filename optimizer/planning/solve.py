@@ -43,7 +43,7 @@ from optimizer.planning.backends import (
 )
 from optimizer.planning import identical
 from optimizer.planning.bounds import Bounds, lower_bounds
-from optimizer.planning import latency
+from optimizer.planning import latency, slo
 from optimizer.planning.formulation import (
     class_model,
     estimated_makespan,
@@ -197,6 +197,7 @@ def solve(
         progress=progress,
         deterministic=deterministic,
         objective=objective,
+        requests=requests,
     )
     plan = timed_plan(requests, cluster, estimates, found.assignment, output)
     return Result(
@@ -259,6 +260,7 @@ def optimize(
     deterministic: bool = False,
     relative_gap: float | None = None,
     objective: str = "makespan",
+    requests: pd.DataFrame | None = None,
 ) -> Optimized:
     """The planner of the module docstring on per-request estimates (any kind of jobs).
 
@@ -274,18 +276,25 @@ def optimize(
         assignment = heuristic(solver, work, estimates)
         makespan = estimated_makespan(assignment, estimates)[0]
         status = "OPTIMAL" if makespan <= lower_bound * (1 + 1e-9) and objective == "makespan" else "HEURISTIC"
-        score = makespan if objective == "makespan" else latency.queueing_delay(assignment, estimates)
-        return Optimized(assignment, status, makespan, lower_bound, makespan, "", "", score=score, score_bound=0.0 if objective != "makespan" else lower_bound)
-    if objective in ("latency", "slo"):
-        budget = min(DETERMINISTIC_SHARE * time_limit_s, 0.9 * time_limit_s - SETUP_S_PER_REQUEST * len(work))
+        score, score_bound = makespan, lower_bound
+        if objective == "latency":
+            score, score_bound = latency.queueing_delay(assignment, estimates), 0.0
+        elif objective == "slo":
+            score, score_bound = slo.met_share(assignment, estimates, slo.tolerances(requests, estimates)), 1.0
+        return Optimized(assignment, status, makespan, lower_bound, makespan, "", "", score=score, score_bound=score_bound)
+    budget = min(DETERMINISTIC_SHARE * time_limit_s, 0.9 * time_limit_s - SETUP_S_PER_REQUEST * len(work))
+    if objective in ("latency", "slo"):  # over the class model, within 1% of the best makespan
         remaining = time_limit_s - (time.perf_counter() - started) - FINISH_S_PER_REQUEST * len(work)
-        found = latency.optimize_latency(
-            estimates, solver=solver, deterministic_limit_s=CLASS_WORK_PER_S * budget if budget >= MIN_DETERMINISTIC_S else 0.0,
-            time_limit_s=remaining, seed=seed, num_workers=num_workers, progress=progress, wall_clock_cap=not deterministic,
-        )
-        status = "OPTIMAL" if found.delay_s <= found.delay_bound_s * (1 + 1e-6) else "FEASIBLE"
-        return Optimized(found.assignment, status, found.makespan_s, lower_bound, estimated_makespan(found.assignment, estimates)[0],
-                         "class", found.backend_status, found.wall_clock_cut, found.message, found.delay_s, found.delay_bound_s)
+        options = dict(solver=solver, deterministic_limit_s=CLASS_WORK_PER_S * budget if budget >= MIN_DETERMINISTIC_S else 0.0,
+                       time_limit_s=remaining, seed=seed, num_workers=num_workers, progress=progress, wall_clock_cap=not deterministic)
+        if objective == "slo":
+            found = slo.optimize_slo(requests, estimates, **options)
+            score, bound, better = found.share, found.share_bound, found.share >= found.share_bound - 1e-9
+        else:
+            found = latency.optimize_latency(estimates, **options)
+            score, bound, better = found.delay_s, found.delay_bound_s, found.delay_s <= found.delay_bound_s * (1 + 1e-6)
+        return Optimized(found.assignment, "OPTIMAL" if better else "FEASIBLE", found.makespan_s, lower_bound, found.makespan_s,
+                         "class", found.backend_status, found.wall_clock_cut, found.message, score, bound)
 
     names = list(HEURISTICS)
     if len(work) > ALL_HEURISTICS_MAX_REQUESTS and np.all(estimates.arrival_s == estimates.arrival_s[0]):
@@ -300,8 +309,7 @@ def optimize(
 
     best, best_score, backend_status, proven = incumbent, upper, "NOT_RUN", lower_bound
     cut, message = False, ""
-    # The solver's share, or less when the rest of planning at this size would not leave it.
-    budget = min(DETERMINISTIC_SHARE * time_limit_s, 0.9 * time_limit_s - SETUP_S_PER_REQUEST * len(work))
+    # (budget: the solver's share, or less when the rest of planning at this size would not leave it.)
     if budget < MIN_DETERMINISTIC_S:
         message = f"The time limit leaves no time for the {solver} solver on {len(work):,} requests; the plan is the heuristic incumbent."
     elif upper > lower_bound * (1 + 1e-9) and chosen == "per-request" and solver == "cp-sat" and identical.applies(estimates):

@@ -15,14 +15,13 @@ extra):
 
     R_r(t) = sum_{j finished} w_j + sum_{j running} w_j progress_j + moved_off_r - moved_on_r
 
-The replica is where its plan was at tau_r = the latest time with P_r(tau) <= R_r(t) (past
-the plan's end, progress beyond it counts one second per second of work), and
+The replica is where its plan was at tau_r = the latest time with P_r(tau) <= R_r(t), and
 
     lag_r(t) = max(0, t - tau_r)       (> 0: behind its plan)
 
 (never below 0: a replica that has done all it could is on time, even when its plan's
-next request is not due yet; how far ahead a replica really is shows in its finish
-estimate instead).
+next request is not due yet, and so is one that has done all its plan asked; how far
+ahead a replica really is shows in its finish estimate instead).
 
 Any deviation shows in it: wrong work estimates (the batch really run differs from B*),
 arrivals late or early, outputs longer or shorter than predicted, slowdowns, failures.
@@ -79,5 +78,7 @@ class PlanClock:
         return float(times[i - 1] + (times[i] - times[i - 1]) * (progress - low) / (high - low)) if high > low else float(times[i])
 
     def lag(self, r: int, now: float, realised: float) -> float:
-        """lag_r(now) for realised progress R_r(now)."""
+        """lag_r(now) for realised progress R_r(now); 0 once the replica has done all its plan asked."""
+        if not len(self.values[r]) or realised >= self.values[r][-1] - 1e-12:
+            return 0.0
         return max(0.0, now - self.plan_time(r, realised))
