@@ -112,7 +112,7 @@ def compare(
             raise OptimizerError(f"Unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}.")
         loaded = read_trace(trace, format, arrival_rate, seed, model)
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
-        fitted = fit_context(loaded.requests, cluster, context, where=str(trace))
+        fitted = fit_context(loaded.requests, cluster, context, where=str(trace), profiles=read_profiles(profiles))
         actual = with_slo_targets(fitted.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)
         requests, belief = with_predicted_lengths(actual, length_error, predictor, seed)
         deviations = parse_deviations(jitter, slow, fail, seed, cluster)

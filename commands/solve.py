@@ -101,7 +101,7 @@ def solve(
             raise OptimizerError(f"Unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}.")
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         user_profiles = read_profiles(profiles)
-        fitted = fit_context(loaded.requests, cluster, context, where=str(trace))
+        fitted = fit_context(loaded.requests, cluster, context, where=str(trace), profiles=read_profiles(profiles))
         targeted = with_slo_targets(fitted.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)
         requests, _ = with_predicted_lengths(targeted, length_error, predictor, seed)
         if loaded.format == "batch":

@@ -2,7 +2,10 @@
 
 A request needs prompt + output tokens of context (the output where known, else its
 prediction). It fits a cluster when some replica serving its model has a context window
-(`ModelShape.context_tokens`, the model's max_position_embeddings) at least that long.
+at least that long: the model's max_position_embeddings (`ModelShape.context_tokens`), or,
+for a replica whose times are measurements of a deployment, the longest prompt that
+deployment ran if longer (Splitwise ran llama2-70b, trained on 4,096 tokens, on 8,192-token
+prompts: the deployment the default fleet's times describe held them).
 What happens to the others is the caller's choice, never silent:
 
 - "error" (the default): one error naming the first, how many, and the window;
@@ -29,6 +32,7 @@ from optimizer.common.words import counted
 from optimizer.fleet.cluster import Cluster
 from optimizer.fleet.kernels import PREFILL_LENGTHS
 from optimizer.fleet.models import find_model
+from optimizer.fleet.sources import profile_for
 
 POLICIES = ("error", "drop", "truncate")
 #: Longest prompt of Splitwise's perf_model.csv (every configuration), bundled as the
@@ -46,23 +50,25 @@ class Fitted:
     notes: tuple[str, ...]
 
 
-def windows(requests: pd.DataFrame, cluster: Cluster) -> np.ndarray:
+def windows(requests: pd.DataFrame, cluster: Cluster, profiles=None) -> np.ndarray:
     """Each request's largest context window over the replicas serving its model (0 when
     no window is known)."""
-    by_model = {}
-    for model in cluster.models:
-        shape = find_model(model)
-        by_model[model] = int(shape.context_tokens or 0)
+    by_model: dict[str, int] = {}
+    for replica in cluster.first_of_each_kind:
+        window = int(find_model(replica.model).context_tokens or 0)
+        if window and profile_for(replica, profiles).source.startswith("measured"):
+            window = max(window, MEASURED_PROMPT_TOKENS)
+        by_model[replica.model] = max(by_model.get(replica.model, 0), window)
     largest = max(by_model.values(), default=0)
     models = requests["model"].fillna("").astype(str).to_numpy(dtype=object)
     return np.array([largest if m == "" else by_model.get(m, 0) for m in models], dtype=np.int64)
 
 
-def fit_context(requests: pd.DataFrame, cluster: Cluster, policy: str = "error", where: str = "") -> Fitted:
+def fit_context(requests: pd.DataFrame, cluster: Cluster, policy: str = "error", where: str = "", profiles=None) -> Fitted:
     """Apply `policy` (module docstring) to the requests longer than their context window."""
     if policy not in POLICIES:
         raise OptimizerError(f"Unknown context policy {policy!r}; choose one of: {', '.join(POLICIES)}.")
-    window = windows(requests, cluster)
+    window = windows(requests, cluster, profiles)
     prompt = requests["prompt_tokens"].to_numpy(dtype=np.int64)
     output_column = requests["output_tokens"].fillna(requests["predicted_output_tokens"]).fillna(0)
     output = output_column.to_numpy(dtype=np.int64)
@@ -75,7 +81,7 @@ def fit_context(requests: pd.DataFrame, cluster: Cluster, policy: str = "error",
     model = requests["model"].iloc[first] or cluster.models[0]
     if policy == "error":
         raise OptimizerError(
-            f"{where + ': ' if where else ''}{counted(count, 'request')} need more context than the model holds (first {ids[first]!r}: "
+            f"{where + ': ' if where else ''}{counted(count, 'request')} need{'s' if count == 1 else ''} more context than the model holds (first {ids[first]!r}: "
             f"{prompt[first]:,} prompt + {output[first]:,} output tokens; {model} holds {window[first]:,}); "
             f"give --context drop to leave them out or --context truncate to cut their prompts."
         )

@@ -11,17 +11,19 @@ from optimizer import OptimizerError, parse_replicas
 from optimizer.fleet.context import fit_context, out_of_range
 from optimizer.fleet.sources import profile_for
 
-CLUSTER = parse_replicas("h100-tp4:1")  # llama2-70b: a 4,096-token window
+# llama2-70b is trained on 4,096 tokens, but the measured deployment of its default profile
+# ran 8,192-token prompts: that is its window here.
+CLUSTER = parse_replicas("h100-tp4:1")
 
 
 def _requests():
-    # r1 and r3 need 4,100 and 5,000 tokens of context; r0 and r2 fit.
-    return make_requests([100, 4000, 4000, 4990], [10, 100, 96, 10])
+    # r1 and r3 need 8,200 and 9,000 tokens of context; r0 and r2 fit.
+    return make_requests([100, 8100, 8000, 8990], [10, 100, 96, 10])
 
 
 def test_too_long_requests_are_an_error_naming_the_first_the_count_and_the_window():
     """Tests the default: one error with the first offender, how many and the window."""
-    with pytest.raises(OptimizerError, match=r"2 requests need more context than the model holds \(first 'r1': 4,000 prompt \+ 100 output tokens; llama2-70b holds 4,096\)"):
+    with pytest.raises(OptimizerError, match=r"2 requests need more context than the model holds \(first 'r1': 8,100 prompt \+ 100 output tokens; llama2-70b holds 8,192\)"):
         fit_context(_requests(), CLUSTER)
 
 
@@ -33,11 +35,18 @@ def test_drop_leaves_them_out_and_lists_their_ids():
 
 
 def test_truncate_cuts_prompts_to_fit_the_window():
-    """Tests truncation by hand: r1 keeps 4,096 - 100 = 3,996 prompt tokens, r3 4,086; the others are untouched."""
+    """Tests truncation by hand: r1 keeps 8,192 - 100 = 8,092 prompt tokens, r3 8,182; the others are untouched."""
     fitted = fit_context(_requests(), CLUSTER, "truncate")
-    assert fitted.requests["prompt_tokens"].tolist() == [100, 3996, 4000, 4086]
-    assert (fitted.requests["prompt_tokens"] + fitted.requests["output_tokens"] <= 4096).all()
-    assert fitted.notes == ("Truncated 2 requests to the context window: 908 prompt tokens cut (oldest first).",)
+    assert fitted.requests["prompt_tokens"].tolist() == [100, 8092, 8000, 8182]
+    assert (fitted.requests["prompt_tokens"] + fitted.requests["output_tokens"] <= 8192).all()
+    assert fitted.notes == ("Truncated 2 requests to the context window: 816 prompt tokens cut (oldest first).",)
+
+
+def test_the_window_of_a_model_without_measurements_is_its_trained_context():
+    """Tests that Llama-3.1-8B (kernel tables) holds its 131,072 tokens and no more."""
+    requests = make_requests([131_000, 1000], [100, 10])
+    with pytest.raises(OptimizerError, match="1 request needs more context than the model holds .*holds 131,072"):
+        fit_context(requests, parse_replicas("llama-3.1-8b@h100-tp1:1"))
 
 
 def test_prompts_beyond_the_fitted_range_are_flagged():

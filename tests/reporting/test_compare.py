@@ -118,7 +118,9 @@ def test_cli_compare_writes_csv_and_markdown(tmp_path):
         (["--batching", "vllm,magic"], "Unknown batching policy 'magic'"),
         (["--out", "table.txt"], "--out table.txt: give a .csv or .md file."),
         (["--fail", "h100-tp4-9@3"], "h100-tp4-9"),
-        (["--slo-ttft", "0"], "Invalid value for '--slo-ttft': must be a finite number above 0"),
+        (["--slo-ttft", "0"], "The TTFT target must be greater than 0 seconds, got 0."),
+        (["--slo-ttft", "soon"], "The TTFT target 'soon' is not SECONDS or BASE+PER/token"),
+        (["--context", "ignore"], "Unknown context policy 'ignore'; choose one of: error, drop, truncate."),
         (["--out", "table.csv", "--report", "missing/report"], "missing/report: folder missing does not exist."),
     ],
 )
