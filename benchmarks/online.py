@@ -58,7 +58,7 @@ LONG_MODEL = "llama-3.1-70b"
 FIXED = {"ttft": "2s", "e2e": "60s"}
 SCALED = {"ttft": "0.5s+1ms/token", "e2e": "60s"}
 OVERLOAD = 1.5
-LIGHT = 0.5
+LIGHT = 0.15
 TIME_LIMIT_S = 10.0
 
 
