@@ -46,10 +46,13 @@ class Repair(FollowPlan, NamedOptions):
     Decisions (each looks at every replica once: microseconds, no solver call):
 
     - an arriving request j goes where the plan put it, unless it would start there more
-      than `slack_s` later than planned and another replica b would start it more than
-      `slack_s` earlier, where a replica starts j once the work queued ahead of it is done:
+      than `start_slack_s` later than planned (a small slack: time to first token is judged
+      in fractions of a second) and another replica b would finish it more than
+      `start_slack_s` earlier, where a replica starts j once the work queued ahead of it is
+      done and finishes it its own work later:
 
           S_r(j) = now + rho_r (waiting work + unfinished prefill work of running requests)
+          F_r(j) = S_r(j) + rho_r w_jr
 
       (an arrival that was not in the plan, or comes early or late, is judged the same way:
       its planned start is its planned replica's, never before now); or unless its planned
@@ -205,10 +208,10 @@ class Repair(FollowPlan, NamedOptions):
         self.deviated |= failed or abs(now - self.arrival[row]) > 1e-9
         best = self._earliest(row, engines, finish)
         if not failed and self.clock is not None and self.timed:
-            starts = self._starts(row, engines, now)
+            starts, finishes = self._starts(row, engines, now)
             late = starts[planned] - max(self.planned_start[row], now)
-            first = int(np.argmin(starts))
-            if late > self.start_slack_s and starts[first] + self.start_slack_s < starts[planned]:
+            first = int(np.argmin(finishes))
+            if late > self.start_slack_s and finishes[first] + self.start_slack_s < finishes[planned]:
                 self.deviated = True
                 self.moves += 1
                 self._transfer(row, planned, first)
@@ -226,9 +229,10 @@ class Repair(FollowPlan, NamedOptions):
         self.waiting_work[planned] += self.planned_work[row]
         return planned
 
-    def _starts(self, row: int, engines, now: float) -> np.ndarray:
-        """S_r(j) of the class docstring for every replica (inf where j cannot run)."""
+    def _starts(self, row: int, engines, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """S_r(j) and F_r(j) of the class docstring for every replica (inf where j cannot run)."""
         starts = np.full(len(engines), np.inf)
+        finishes = np.full(len(engines), np.inf)
         for r, engine in enumerate(engines):
             if not self.usable(row, r, engines):
                 continue
@@ -239,7 +243,8 @@ class Repair(FollowPlan, NamedOptions):
             done = self.done_work[r] + self.run_done[r]
             pace = engine.nominal_busy_s / done if done > 0 and engine.nominal_busy_s > 0 else 1.0
             starts[r] = max(now, engine.clock) + engine.slowdown_factor() * pace * (queued + partial)
-        return starts
+            finishes[r] = starts[r] + engine.slowdown_factor() * pace * self.work(row, r)
+        return starts, finishes
 
     def _earliest(self, row: int, engines, finish: np.ndarray) -> int:
         costs = [finish[r] + self.work(row, r) if self.usable(row, r, engines) else np.inf for r in range(len(engines))]
