@@ -13,16 +13,18 @@ Fluid backlog model, per replica of kind k (all quantities per replica):
   B_cap, below), as a plan that balances finish times would give it.
 - A request is the trace's average one on this kind: p_bar seconds of prefill work (the
   replica pauses its batch for it) and o_bar decode steps.
-- With N(t) requests in the system the replica decodes B(t) = min(N(t), B_cap, B_pf)
-  sequences (at least 1 while N > 0). B_pf is what prefill lets through: a chunking engine
-  runs `chunk` tokens an iteration, B decodes and chunk - B prompt tokens, so a replica
-  that is never short of prompts to prefill starts (chunk - B) / P_bar requests an
-  iteration, each decoding o_bar steps, and decodes B_pf = o_bar chunk / (P_bar + o_bar)
-  sequences at once (P_bar the mean prompt tokens): prompt-heavy traffic (code assistants)
-  never fills the batch, however long the queue. Each of them advances one token per iteration, decode(B, B c_bar), and each
-  admission pauses the batch p_bar; a request's sojourn is therefore
-  L(B) = o_bar decode(B, B c_bar) + B p_bar, and the replica completes
-  x(B) = B / L(B) requests per second (Little's law inside the batch).
+- The batch is capped: B_cap = min(max_num_seqs, floor(kv_capacity / c_bar), argmin_B
+  fix(B) / B, ceil(B_pf)). B_pf is what prefill lets through: a chunking engine runs
+  `chunk` tokens an iteration, B decodes and chunk - B prompt tokens, so a replica never
+  short of prompts to prefill starts (chunk - B) / P_bar requests an iteration, each
+  decoding o_bar steps, and decodes B_pf = o_bar chunk / (P_bar + o_bar) sequences at once
+  (P_bar the mean prompt tokens): prompt-heavy traffic (code assistants) never fills the
+  batch, however long the queue.
+- With N(t) requests in the system the replica decodes B(t) = min(N(t), B_cap) sequences
+  (at least 1 while N > 0). Each advances one token per iteration, decode(B, B c_bar), and
+  each admission pauses the batch p_bar; a request's sojourn is therefore
+  L(B) = o_bar decode(B, B c_bar) + B p_bar, and the replica completes x(B) = B / L(B)
+  requests per second (Little's law inside the batch).
 - dN/dt = arrivals(t) - x(B(t)), N >= 0, stepped over the buckets; what is left queued
   beyond a full batch at the last arrival is served at B_cap afterwards.
 - Busy time a request costs at batch B is p_bar + o_bar fix(B) / B (+ its own context), so

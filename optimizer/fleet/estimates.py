@@ -9,7 +9,8 @@ decode step of B sequences without its context term d2 C):
 - Per-sequence share of an iteration at batch B: s(B) = fix(B) / B, plus d2 per token of the
   sequence's own context. Summing the shares of a batch gives decode(B, C) exactly.
 - Best sustainable batch B*_k: the batch the replica's backlog sustains, at most
-  B_cap = min(max_num_seqs, floor(kv_capacity / c_bar), argmin_B s(B)): n / m for an
+  B_cap = min(max_num_seqs, floor(kv_capacity / c_bar), argmin_B s(B), what prefill lets
+  through; `optimizer.fleet.concurrency`): n / m for an
   offline batch; with arrivals, from the fluid backlog model of `optimizer.fleet.concurrency`
   (queueing included, so overload fills the batch up to B_cap). c_bar = sum_j (o_j - 1)
   (p_j + o_j / 2) / sum_j (o_j - 1) is the context of a decoding sequence averaged over
