@@ -54,8 +54,8 @@ class Repair(FollowPlan, NamedOptions):
           S_r(j) = now + rho_r (waiting work + unfinished prefill work of running requests)
           F_r(j) = S_r(j) + rho_r w_jr
 
-      (an arrival that was not in the plan, or comes early or late, is judged the same way:
-      its planned start is its planned replica's, never before now); or unless its planned
+      (an arrival that comes early or late is judged the same way, against its planned
+      start or now, whichever is later; every request must be in the plan); or unless its planned
       replica a and the replica b where it would finish earliest differ in revealed
       deviation by more than `slack_s` and E_b + w_b + slack_s < E_a;
     - work conservation, every interval once reality has left the plan (an arrival off its
