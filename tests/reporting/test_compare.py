@@ -131,3 +131,19 @@ def test_cli_compare_bad_options_are_one_line(args, message, tmp_path, monkeypat
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not list(tmp_path.iterdir())  # nothing written, not even the table
+
+
+def test_on_timed_arrivals_the_table_leads_with_slo_attainment_and_latency(batch):
+    """Tests that with arrivals over time the displayed columns start with SLO attainment (over all
+    requests and over the achievable ones) and latency percentiles, makespan after them; with a
+    0.1 s TTFT the longer prompts, whose prefill alone takes longer, are counted as unachievable."""
+    timed = with_slo_targets(batch.head(60).assign(arrival_s=[i * 0.5 for i in range(60)]), ttft_s="0.1s", e2e_s="60s")
+    result = compare(timed, FLEET, policies=["least-work", "repair"], solver="lpt")
+    from optimizer.reporting.compare import display_rows
+
+    headers, _ = display_rows(result.table)
+    assert result.timed and headers[:5] == ["policy", "batching", "SLO met", "SLO met (achievable)", "TTFT p50 s"]
+    assert headers.index("makespan s") > headers.index("E2E p99 s")
+    assert 0 < result.unachievable < 60
+    untimed, _ = display_rows(result.table, timed=False)
+    assert untimed[2] == "makespan s"
