@@ -55,7 +55,7 @@ class Repair(FollowPlan, NamedOptions):
           F_r(j) = S_r(j) + rho_r w_jr
 
       (an arrival that comes early or late is judged the same way, against its planned
-      start or now, whichever is later; every request must be in the plan); or unless its planned
+      start or now, whichever is later); or unless its planned
       replica a and the replica b where it would finish earliest differ in revealed
       deviation by more than `slack_s` and E_b + w_b + slack_s < E_a;
     - work conservation, every interval once reality has left the plan (an arrival off its
@@ -66,7 +66,10 @@ class Repair(FollowPlan, NamedOptions):
     - repair, every interval: while the latest replica a and the earliest b pass the same
       test, a request that has not started moves from the back of a's queue to b (at most
       `max_moves` per interval);
-    - a request planned for a failed replica goes where E_q + w_q is least.
+    - a request planned for a failed replica goes where E_q + w_q is least;
+    - a request the plan does not have (the plan covers only the requests known when it
+      was made) goes, on arrival, where F_r(j) is least (where E_r + w_r is least for a
+      plan without planned times); its work is extra on that replica's clock.
 
     With no deviation delta_r stays within the slack (the timeline is an estimate, so a
     replica may run a little behind it): every request runs where the plan put it, in the
@@ -82,7 +85,9 @@ class Repair(FollowPlan, NamedOptions):
     options = {"slack_s": (0.0, None), "max_moves": (0, None), "interval_s": (0.01, None), "start_slack_s": (0.0, None)}
 
     def __init__(self, requests, cluster, estimates, plan, belief: LengthBelief, **options):
+        plan, unplanned = _with_unplanned(requests, cluster, estimates, plan)
         FollowPlan.__init__(self, requests, cluster, estimates, plan)
+        self.unplanned = unplanned  # requests the plan did not have: placed on arrival
         NamedOptions.__init__(self, **options)
         self.estimates = estimates
         self.belief = belief
@@ -106,7 +111,7 @@ class Repair(FollowPlan, NamedOptions):
         self.seen = [0] * m  # finished requests of each engine already counted
         # The plan's clock, when the plan has planned times (hand-written plans may not).
         rows = np.arange(len(requests))
-        self.plan_work = self.planned_work.copy()  # w_j at the replica the plan chose
+        self.plan_work = np.where(unplanned, 0.0, self.planned_work)  # w_j at the replica the plan chose (0: not in it)
         self.plan_prefill = estimates.prefill_s[rows, self.kind[self.replica]]
         end = np.full(len(requests), np.nan)
         position = pd.Index(requests["request_id"].astype(str)).get_indexer(plan["request_id"].astype(str))
@@ -207,6 +212,15 @@ class Repair(FollowPlan, NamedOptions):
         failed = bool(engines[planned].failed)
         self.deviated |= failed or abs(now - self.arrival[row]) > 1e-9
         best = self._earliest(row, engines, finish)
+        if self.unplanned[row]:
+            # Not in the plan: where the same estimate says it finishes first; extra work there.
+            first = int(np.argmin(self._starts(row, engines, now)[1])) if self.clock is not None else best
+            self._retarget(row, first)
+            self.plan_work[row] = self.planned_work[row]
+            self.plan_prefill[row] = self.estimates.prefill_s[row, self.kind[first]]
+            self.realised_done[first] -= self.plan_work[row]
+            self.waiting_work[first] += self.planned_work[row]
+            return first
         if not failed and self.clock is not None and self.timed:
             starts, finishes = self._starts(row, engines, now)
             late = starts[planned] - max(self.planned_start[row], now)
@@ -287,3 +301,23 @@ class Repair(FollowPlan, NamedOptions):
         engines[b].enqueue(seq, now)
         self.placed(seq.row, b)
         self.moves += 1
+
+
+def _with_unplanned(requests, cluster, estimates, plan) -> tuple[pd.DataFrame, np.ndarray]:
+    """The plan with a row for each request it lacks (at the end of its first eligible
+    replica's queue, planned to start and end at its arrival, so the plan's clock is
+    unchanged), and which requests those are."""
+    ids = requests["request_id"].astype(str)
+    unplanned = ~ids.isin(plan["request_id"].astype(str)).to_numpy()
+    if not unplanned.any():
+        return plan, unplanned
+    rows = np.flatnonzero(unplanned)
+    replica = np.argmax(estimates.eligible[rows][:, estimates.kind_of_replica], axis=1)
+    names = np.asarray(cluster.names, dtype=object)[replica]
+    counts = plan.groupby("replica").size()
+    start = np.array([int(counts.get(name, 0)) for name in names])
+    order = start + pd.Series(names).groupby(names).cumcount().to_numpy()
+    arrival = requests["arrival_s"].to_numpy(dtype=float)[rows]
+    extra = pd.DataFrame({"request_id": ids.to_numpy()[rows], "replica": names, "order": order,
+                          "planned_start_s": arrival, "planned_end_s": arrival})
+    return pd.concat([plan, extra], ignore_index=True), unplanned

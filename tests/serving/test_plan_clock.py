@@ -39,3 +39,26 @@ def test_repairer_reacts_to_a_wrong_estimate_with_no_length_error():
     repaired = simulate(requests, cluster, dispatch="repair", plan=plan)
     assert repaired.moved_requests > 0
     assert repaired.requests["finish_s"].max() < 0.95 * blind.requests["finish_s"].max()
+
+
+def test_requests_the_plan_lacks_are_placed_on_arrival_and_finish_once():
+    """Tests online arrivals that were not in the plan: the plan covers the first 40 of 60 timed
+    requests; repair places the other 20 where they would finish first, every request finishes
+    exactly once, the planned ones where the plan put them (nothing deviates but the extra
+    work), and following the partial plan blindly is still refused."""
+    import pytest
+
+    from optimizer import OptimizerError
+
+    rng = np.random.default_rng(5)
+    n = 60
+    requests = make_requests(rng.integers(100, 2000, n).tolist(), rng.integers(20, 300, n).tolist(), arrivals=np.arange(n) * 2.0)
+    cluster = parse_replicas("h100-tp4:1,a100-tp4:1")
+    plan = solve(requests.head(40), cluster, solver="least-loaded").plan
+    repaired = simulate(requests, cluster, dispatch="repair", plan=plan)
+    table = repaired.requests
+    assert table["request_id"].is_unique and len(table) == n and table["finish_s"].notna().all()
+    late = table[table["request_id"].isin(requests["request_id"].iloc[40:])]
+    assert set(late["replica"]) <= set(cluster.names) and (late["start_s"] >= late["arrival_s"]).all()
+    with pytest.raises(OptimizerError):
+        simulate(requests, cluster, dispatch="plan", plan=plan)
