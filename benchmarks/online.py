@@ -1,6 +1,6 @@
 """Benchmark of online traffic: planned + repaired against the online rules, on latency targets.
 
-    python benchmarks/online.py                     # every case (about 10 CPU minutes)
+    python benchmarks/online.py                     # every case (about 5 CPU minutes)
     python benchmarks/online.py --only code         # or: conv, long
 
 Cases: the Azure code and conversation traces, and a long-prompt conversation trace built
