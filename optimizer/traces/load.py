@@ -23,6 +23,7 @@ from pandas.api.types import is_numeric_dtype
 from optimizer.common.errors import TraceError
 from optimizer.traces.batch import read_batch
 from optimizer.traces.formats import FORMATS, TraceFormat, detect
+from optimizer.traces.prefixes import declare
 from optimizer.traces.rows import Converted, Options, Rows
 from optimizer.traces.table import TARGET_COLUMNS, Trace
 from optimizer.traces.tokens import Tokenizer, load_tokenizer
@@ -143,6 +144,8 @@ def load_trace(
     seed: int = 0,
     model: str | None = None,
     tokenizer: str | Path | None = None,
+    shared_prefix_tokens: int | None = None,
+    samples_per_prompt: int | None = None,
 ) -> Trace:
     """Load a trace file into the normalized request table.
 
@@ -155,6 +158,10 @@ def load_trace(
         model: serve every request with this model, replacing what the trace says.
         tokenizer: batch files: count prompt tokens with this tokenizer.json or Hugging
             Face model folder (offline, `optimizer.traces.tokens`) instead of estimating.
+        shared_prefix_tokens: every prompt begins with the same this many tokens (a system
+            prompt); `optimizer.traces.prefixes`.
+        samples_per_prompt: repeat every request this many times, the copies sharing
+            their whole prompt (ids '<id>#s<k>'); `optimizer.traces.prefixes`.
 
     Raises:
         TraceError: naming the file, line and column of the first problem.
@@ -192,6 +199,7 @@ def load_trace(
     if model is not None:
         requests["model"] = model
     _reject_duplicate_ids(requests, rows, converted, fmt)
+    requests = declare(requests, str(path), shared_prefix_tokens=shared_prefix_tokens, samples_per_prompt=samples_per_prompt)
     notes = list(converted.notes)
     if len(excluded):
         first = ", ".join(map(str, excluded["line"].head(5)))
@@ -218,8 +226,9 @@ def _assemble(rows: Rows, converted: Converted) -> tuple[pd.DataFrame, pd.DataFr
             **{name: np.asarray(columns.get(name, np.full(n, np.nan)), dtype=float) for name in TARGET_COLUMNS},
         }
     )
-    if "hash_ids" in columns:
-        table["hash_ids"] = pd.Series(columns["hash_ids"], dtype=object).reset_index(drop=True)
+    for name in ("hash_ids", "prefix_group", "prefix_tokens"):
+        if name in columns:
+            table[name] = pd.Series(columns[name], dtype=object if name != "prefix_group" else str).reset_index(drop=True)
     excluded = pd.DataFrame({"line": pd.Series(dtype="int64"), "reason": pd.Series(dtype="str")})
     if converted.keep is not None and not converted.keep.all():
         excluded = pd.DataFrame({"line": rows.lines[~converted.keep], "reason": converted.excluded_reason})
