@@ -16,6 +16,8 @@ with S = sum((P + L)^2 - P^2) and the forms of `optimizer.fleet.profile`.
   blocks; when a decode step needs a block and none is free, the most recently admitted
   running request is preempted (its blocks freed, its prompt and generated tokens
   recomputed later) and the preemption is counted.
+- With a prefix cache (`optimizer.serving.prefix_cache`), an admitted request skips the
+  cached blocks of its prompt and the blocks it computes are cached for later requests.
 - Runs of identical decode iterations (nothing to admit, nothing finishing, no arrival) are
   fast-forwarded in closed form: k iterations of B sequences take
   k decode(B, C) + d2 B k (k - 1) / 2.
@@ -47,7 +49,8 @@ class Sequence:
 
     __slots__ = ("row", "prompt", "output", "arrival", "prefill_need", "prefilled", "generated", "kv_tokens",
                  "blocks", "start", "first_token", "finish", "preemptions", "admitted", "queue_key",
-                 "predicted", "tbt_target", "e2e_target", "last_token", "restarts", "queue_rank", "tick0")
+                 "predicted", "tbt_target", "e2e_target", "last_token", "restarts", "queue_rank", "tick0",
+                 "units", "held", "shared_blocks", "next_unit", "cached_tokens")
 
     def __init__(self, row: int, prompt: int, output: int, arrival: float, queue_key: float,
                  predicted: int | None = None, tbt_target: float = math.inf, e2e_target: float = math.inf):
@@ -70,6 +73,13 @@ class Sequence:
         self.queue_key = queue_key  # waiting-queue order (arrival, or plan order)
         self.queue_rank = 0  # order among equal keys (`optimizer.serving.waiting`)
         self.tick0 = -1  # the lockstep engine's step its counters were last brought up to
+        # Prefix cache (`optimizer.serving.prefix_cache`): its units on this replica, the
+        # cached units it holds, how many of its blocks those are, the next unit to cache.
+        self.units: tuple = ()
+        self.held: list[int] = []
+        self.shared_blocks = 0
+        self.next_unit = 0
+        self.cached_tokens = 0  # prompt tokens its admissions found cached
 
     @property
     def prefill_left(self) -> int:
@@ -110,6 +120,8 @@ class Engine:
         self.progress = None  # called with the clock after each step, for progress display
         self.stable = getattr(policy, "stable", True)  # may runs of decodes be fast-forwarded?
         self.observe = getattr(policy, "observe", None)  # the policy watches iteration times
+        self.cache = None  # a PrefixCache when prefix caching is on
+        self.unit_chains = None  # each request's prefix units on this replica (with the cache)
 
     # -- queries used by the batching policies --------------------------------------
 
@@ -117,6 +129,11 @@ class Engine:
         return -(-tokens // self.limits.block_size_tokens)
 
     def can_admit(self, seq: Sequence, extra_blocks: int = 0) -> bool:
+        if self.cache is not None and seq.units:
+            # Policies read prefill_left after this check: it is what the cache leaves to compute.
+            hit, taken = self.cache.match(seq.units, seq.prefill_need)
+            seq.prefilled = hit * self.limits.block_size_tokens
+            return self.blocks_for(seq.prefill_need + 1) - hit + taken <= self.free_blocks - extra_blocks
         return self.blocks_for(seq.prefill_need + 1) <= self.free_blocks - extra_blocks
 
     def waiting_in_order(self):
@@ -145,6 +162,8 @@ class Engine:
     # -- mechanics -----------------------------------------------------------------
 
     def enqueue(self, seq: Sequence, now: float) -> None:
+        if self.unit_chains is not None:
+            seq.units = self.unit_chains[seq.row]
         # Sorting policies (S3, UELLM) order the queue themselves; others keep the dispatch order.
         if hasattr(self.policy, "queue_key"):
             seq.queue_key = self.policy.queue_key(seq)
@@ -170,6 +189,9 @@ class Engine:
                 lost_tokens += seq.kv_tokens
             seq.prefill_need = seq.prompt + seq.generated
             seq.prefilled = seq.kv_tokens = seq.blocks = 0
+            seq.held, seq.shared_blocks, seq.next_unit = [], 0, 0
+        if self.cache is not None:
+            self.cache.clear()
         self.running, self.running_set = [], set()
         self.free_blocks = self.total_blocks
         self.failed = True
@@ -213,6 +235,11 @@ class Engine:
         self.waiting.remove(seq)
         seq.blocks = self.blocks_for(seq.prefill_need + 1)
         self.free_blocks -= seq.blocks
+        if self.cache is not None:
+            hit, _ = self.cache.match(seq.units, seq.prefill_need)
+            seq.prefilled = seq.kv_tokens = hit * self.limits.block_size_tokens
+            seq.cached_tokens += seq.prefilled
+            self.free_blocks += hit - self.cache.acquire(seq, hit)
         seq.admitted = self.admissions
         self.admissions += 1
         if math.isnan(seq.start):
@@ -247,6 +274,8 @@ class Engine:
         for seq, tokens in chunks:
             seq.prefilled += tokens
             seq.kv_tokens += tokens
+            if self.cache is not None and seq.next_unit < len(seq.units):
+                self.cache.register(seq)
             if seq.prefilled >= seq.prefill_need:
                 seq.generated += 1  # the prefill pass samples the next token
                 seq.last_token = end
@@ -290,6 +319,8 @@ class Engine:
             seq.kv_tokens += k
             seq.blocks = max(seq.blocks, self.blocks_for(seq.kv_tokens + 1))
         self.free_blocks = self.total_blocks - sum(s.blocks for s in self.running)
+        if self.cache is not None:  # cached blocks count once, however many sequences hold them
+            self.free_blocks += sum(s.shared_blocks for s in self.running) - self.cache.referenced_blocks
         self._advance(duration, iterations=k)
         for seq in decode:
             seq.last_token = self.clock
@@ -333,7 +364,7 @@ class Engine:
     def _preempt(self, seq: Sequence, to_back: bool = False) -> None:
         self.running.remove(seq)
         self.running_set.discard(seq)
-        self.free_blocks += seq.blocks
+        self.free_blocks += self._blocks_freed(seq)
         seq.blocks = 0
         seq.preemptions += 1
         # Recompute: the prompt and every generated token are prefilled again.
@@ -346,6 +377,8 @@ class Engine:
             self.waiting.put_front(seq)
 
     def _advance(self, duration_s: float, iterations: int = 1) -> None:
+        if self.cache is not None:  # the iteration's allocations may have overwritten cached blocks
+            self.cache.trim(self.free_blocks)
         # KV use is highest at the end of an iteration, when every block it needed is held.
         self.peak_blocks = max(self.peak_blocks, self.total_blocks - self.free_blocks)
         if self.observe is not None:
@@ -367,8 +400,15 @@ class Engine:
     def _release(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.running_set.discard(seq)
-        self.free_blocks += seq.blocks
+        self.free_blocks += self._blocks_freed(seq)
         seq.blocks = 0
+
+    def _blocks_freed(self, seq: Sequence) -> int:
+        """Blocks a leaving sequence frees: its own, and the cached ones nobody else holds (they
+        stay cached, evictable)."""
+        if self.cache is None:
+            return seq.blocks
+        return seq.blocks - seq.shared_blocks + self.cache.release(seq)
 
     def retire_batch(self, evict: bool) -> None:
         """End a static batch: release finished members; with `evict`, unfinished members
