@@ -10,6 +10,8 @@ from rich.table import Table
 
 import optimizer
 from commands.common import (
+    SamplesOpt,
+    SharedPrefixOpt,
     EngineOpt,
     FormatOpt,
     ModelOpt,
@@ -38,12 +40,14 @@ def bounds(
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
     model: ModelOpt = None,
+    shared_prefix_tokens: SharedPrefixOpt = None,
+    samples_per_prompt: SamplesOpt = None,
     profiles: ProfilesOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the bounds as JSON.")] = False,
 ) -> None:
     """Print the lower bounds on the makespan of a trace on a cluster, and which one binds."""
     with user_errors():
-        loaded = read_trace(trace, format, arrival_rate, seed, model)
+        loaded = read_trace(trace, format, arrival_rate, seed, model, shared_prefix_tokens, samples_per_prompt)
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         found, estimates = optimizer.trace_bounds(loaded.requests, cluster, profiles=read_profiles(profiles))
     if as_json:

@@ -15,6 +15,8 @@ from optimizer.reporting.batch_split import check_split_dir, split_batch
 from optimizer.traces.batch import cap_predictions
 from commands.trace import TokenizerOpt, read_trace_with
 from commands.common import (
+    SamplesOpt,
+    SharedPrefixOpt,
     DeterministicOpt,
     EngineOpt,
     FormatOpt,
@@ -60,6 +62,8 @@ def solve(
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
     model: ModelOpt = None,
+    shared_prefix_tokens: SharedPrefixOpt = None,
+    samples_per_prompt: SamplesOpt = None,
     profiles: ProfilesOpt = None,
     tokenizer: TokenizerOpt = None,
     split_dir: Annotated[Optional[Path], typer.Option("--split-dir", metavar="DIR", help="Batch files: also write DIR/<replica>.jsonl (that replica's input lines, byte for byte, in plan order) and DIR/manifest.json with the command that runs each.")] = None,
@@ -75,7 +79,7 @@ def solve(
         check_output(out_path)
         if split_dir is not None:
             check_split_dir(split_dir)
-        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer)
+        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer, shared_prefix_tokens, samples_per_prompt)
         if split_dir is not None and loaded.format != "batch":
             raise OptimizerError(f"--split-dir cuts batch files (OpenAI batch JSON lines); {trace} is a {loaded.format} trace.")
         unknown = int(loaded.requests["output_tokens"].isna().sum())

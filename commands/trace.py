@@ -13,6 +13,8 @@ import optimizer
 from optimizer.common.files import check_output
 from optimizer.traces.results import read_results
 from commands.common import (
+    SamplesOpt,
+    SharedPrefixOpt,
     FormatOpt,
     ModelOpt,
     RateOpt,
@@ -29,11 +31,13 @@ TokenizerOpt = Annotated[
 ]
 
 
-def read_trace_with(path: Path, format, arrival_rate, seed, model, tokenizer: Path | None) -> optimizer.Trace:
+def read_trace_with(path: Path, format, arrival_rate, seed, model, tokenizer: Path | None,
+                    shared_prefix_tokens: int | None = None, samples_per_prompt: int | None = None) -> optimizer.Trace:
     """`read_trace`, counting a batch file's prompt tokens with `tokenizer` when one is given."""
     if tokenizer is None:
-        return read_trace(path, format, arrival_rate, seed, model)
-    return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model, tokenizer=tokenizer)
+        return read_trace(path, format, arrival_rate, seed, model, shared_prefix_tokens, samples_per_prompt)
+    return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model, tokenizer=tokenizer,
+                                shared_prefix_tokens=shared_prefix_tokens, samples_per_prompt=samples_per_prompt)
 
 
 app = typer.Typer(
@@ -82,11 +86,14 @@ def trace_convert(
     seed: SeedOpt = 0,
     model: ModelOpt = None,
     tokenizer: TokenizerOpt = None,
+    shared_prefix_tokens: SharedPrefixOpt = None,
+    samples_per_prompt: SamplesOpt = None,
 ) -> None:
-    """Rewrite any supported trace in the native format (CSV or Parquet)."""
+    """Rewrite any supported trace in the native format (CSV or Parquet); declared prefixes
+    become its prefix_group and prefix_tokens columns."""
     with user_errors():
         check_output(out_path)
-        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer)
+        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer, shared_prefix_tokens, samples_per_prompt)
         optimizer.write_trace(loaded.requests, out_path)
     out.print(f"Wrote {out_path} ({loaded.num_requests:,} requests from the {loaded.format} trace)")
 

@@ -247,11 +247,24 @@ class Engine:
         self.running.append(seq)
         self.running_set.add(seq)
 
-    def _run_once(self, iteration: Iteration) -> None:
-        """One iteration with prefill chunks (and possibly decodes)."""
-        for seq, _ in iteration.prefill:
+    def _start_prefills(self, iteration: Iteration) -> None:
+        """Admit the iteration's new sequences in chunk order. With a prefix cache, a chunk's
+        blocks are cached as it is scheduled, so a later chunk of the same iteration finds them
+        (vLLM V1 caches blocks when it allocates them; each layer writes its KV before its
+        attention reads it), and a chunk larger than what is left to prefill shrinks to it."""
+        chunks = iteration.prefill
+        for i, (seq, tokens) in enumerate(chunks):
             if seq not in self.running_set:
                 self._admit(seq)
+            if self.cache is not None:
+                if tokens > seq.prefill_left:
+                    chunks[i] = (seq, seq.prefill_left)
+                if seq.next_unit < len(seq.units):
+                    self.cache.register(seq, seq.prefilled + chunks[i][1])
+
+    def _run_once(self, iteration: Iteration) -> None:
+        """One iteration with prefill chunks (and possibly decodes)."""
+        self._start_prefills(iteration)
         decode = [s for s in iteration.decode if s.decoding]
         self._make_room(decode)
         decode = [s for s in decode if s in self.running_set]
@@ -274,8 +287,6 @@ class Engine:
         for seq, tokens in chunks:
             seq.prefilled += tokens
             seq.kv_tokens += tokens
-            if self.cache is not None and seq.next_unit < len(seq.units):
-                self.cache.register(seq)
             if seq.prefilled >= seq.prefill_need:
                 seq.generated += 1  # the prefill pass samples the next token
                 seq.last_token = end

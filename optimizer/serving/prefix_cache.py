@@ -2,8 +2,9 @@
 automatic prefix caching keeps them.
 
 Blocks come in units (`optimizer.traces.prefixes.prefix_units`: runs of full blocks that
-requests share or not as a whole). A unit is *cached* from the end of the iteration that
-computed it until it is evicted; it is *referenced* while a running sequence uses it.
+requests share or not as a whole). A unit is *cached* from the iteration whose prefill chunk
+covers it (vLLM V1 caches blocks as it schedules them, so a later request of the same
+iteration reuses them) until it is evicted; it is *referenced* while a running sequence uses it.
 
 - Hit: a request being admitted walks its units in prompt order while they are cached; it
   reuses h = min(matched blocks, floor((need - 1) / B)) blocks (B tokens each), at least one
@@ -86,9 +87,9 @@ class PrefixCache:
         self.hit_tokens += hit_blocks * self.block_tokens
         return taken
 
-    def register(self, seq) -> None:
-        """Cache the units the sequence's prefill has now computed in full."""
-        units, computed = seq.units, seq.prefilled // self.block_tokens
+    def register(self, seq, prefilled_tokens: int) -> None:
+        """Cache the units a prefill up to `prefilled_tokens` covers in full (as it is scheduled)."""
+        units, computed = seq.units, prefilled_tokens // self.block_tokens
         while seq.next_unit < len(units) and units[seq.next_unit][2] <= computed:
             unit = units[seq.next_unit][0]
             seq.next_unit += 1
