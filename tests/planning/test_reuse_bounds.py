@@ -58,7 +58,7 @@ instances = st.integers(min_value=1, max_value=30).flatmap(
         st.lists(st.sampled_from([0.0, 0.0, 0.0, 1.0]), min_size=n, max_size=n),
         st.sampled_from(["h100-tp4:1", "h100-tp4:2", "h100-tp4:1,a100-tp4:1"]),
         st.sampled_from(["sarathi", "vllm", "orca"]),
-        st.sampled_from(["round-robin", "least-outstanding", "least-work"]),
+        st.sampled_from(["round-robin", "least-outstanding", "least-work", "cache-affinity"]),
     )
 )
 

@@ -112,3 +112,19 @@ def test_lockstep_engine_matches_the_reference_engine_with_the_cache_on(instance
             for reference in (False, True)]
     pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests, check_exact=True)
     pd.testing.assert_frame_equal(runs[0].replicas, runs[1].replicas, check_exact=True)
+
+
+def test_cache_affinity_keeps_a_group_together_until_the_load_is_imbalanced():
+    """Tests SGLang's cache-aware rule: samples of one prompt follow the first to its replica
+    while the load is balanced (every 'a' on one replica, hit rate above round-robin's);
+    with balance_abs 0 and balance_rel 1, any imbalance sends requests to the shortest queue."""
+    requests = grouped([1000] * 8, [50] * 8, ["a", "b"] * 4, [1000] * 8)
+    cluster = parse_replicas("h100-tp4:2")
+    sticky = simulate(requests, cluster, dispatch="cache-affinity")
+    by_group = sticky.requests.groupby(requests["prefix_group"])["replica"].nunique()
+    assert by_group.tolist() == [1, 1]
+    spread = simulate(requests, cluster, dispatch="round-robin")
+    assert sticky.replicas["cached_prompt_tokens"].sum() >= spread.replicas["cached_prompt_tokens"].sum()
+    balanced = simulate(requests.assign(prefix_group=["a"] * 8, prefix_tokens=[(1000,)] * 8), cluster,
+                        dispatch="cache-affinity", dispatch_options={"balance_abs": 0, "balance_rel": 1})
+    assert balanced.requests["replica"].value_counts().tolist() == [4, 4]
