@@ -1,0 +1,215 @@
+"""The prefix-aware planner: requests sharing a prefix are planned by group, trading reuse against balance.
+
+With the groups of `optimizer.planning.prefix_groups` (group g has N_g members; r_j, s_g,
+pi_k as defined there), a replica r of kind k that runs the requests J_r and the groups G_r
+(those with a member in J_r) is estimated to finish at
+
+    F_r = sum_{j in J_r} w'_jk + sum_{g in G_r} pi_k s_g + pi_k S_common + D_k,   w'_jk = w_jk - pi_k r_j
+
+(each shared prefix computed once per replica that holds its group; D_k the drain of
+`optimizer.planning.formulation`), and C = max(max_r F_r, max_j a_j + l_jk(j)).
+
+Group MIP (a class model whose classes are the groups; requests alone form one class A)::
+
+    min C
+    s.t. sum_r n_gr = N_g                                                  for all g, and A
+         n_gr <= N_g y_gr                                                  for all g, r
+         sum_g (W_gk n_gr + pi_k s_g y_gr) + W_Ak n_Ar + pi_k S_common + D_k <= C   for all r (k = k(r))
+         LB <= C <= UB,  n integer, y in {0, 1}
+
+with W_gk the mean w' of g's members on kind k. A group too large for one replica splits,
+paying pi_k s_g once more on each replica it reaches. The solver starts from the better of
+two incumbents (hinting every variable): the prefix-blind LPT plan and a group-aware list
+schedule (groups by decreasing work, each member to the replica where it would finish
+earliest counting its group's prefix if the replica does not hold it yet). Counts become
+requests by giving each group's members, longest first, to the replica with a count left
+that would finish earliest; requests alone likewise. The plan kept is the one with the
+least F-makespan (never worse than either incumbent), and the bound is the one with reuse
+(`optimizer.planning.reuse`). Loads are summed as for an offline batch (arrivals enter
+only through the chain term), and every request of a group must be able to run on the
+same kinds (else the blind planner is used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from optimizer.fleet.cluster import Cluster
+from optimizer.fleet.estimates import Estimates, estimate, planning_lengths
+from optimizer.planning.backends import RELATIVE_GAP, solve_model
+from optimizer.planning.bounds import lower_bounds
+from optimizer.planning.formulation import LinearModel
+from optimizer.planning.heuristics import lpt
+from optimizer.planning.prefix_groups import Groups, prefix_groups
+from optimizer.planning.reuse import reuse_work
+from optimizer.traces.prefixes import prefix_chains, prefix_units
+
+#: Share of the time limit the group MIP may use as deterministic work.
+DETERMINISTIC_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class ReuseCosts:
+    """Planning works with reuse (module docstring)."""
+
+    work: np.ndarray  # w'_jk (requests, kinds)
+    setup: np.ndarray  # pi_k s_g (groups, kinds)
+    common: np.ndarray  # pi_k S_common (kinds,)
+    groups: Groups
+
+
+def reuse_costs(requests: pd.DataFrame, cluster: Cluster, estimates: Estimates) -> ReuseCosts:
+    prompt = requests["prompt_tokens"].to_numpy(dtype=float)
+    block = cluster.first_of_each_kind[0].limits.block_size_tokens
+    groups = prefix_groups(prefix_units(prefix_chains(requests), block), prompt, len(cluster))
+    price = estimates.prefill_s.sum(axis=0) / max(prompt.sum(), 1.0)  # pi_k, seconds per prompt token
+    work = estimates.work_s - groups.reusable_tokens[:, None] * price[None, :]
+    return ReuseCosts(work, groups.shared_tokens[:, None] * price[None, :], groups.common_tokens * price, groups)
+
+
+def reuse_makespan(assignment: np.ndarray, costs: ReuseCosts, estimates: Estimates) -> float:
+    """C of the module docstring."""
+    kind_of = estimates.kind_of_replica
+    rows = np.arange(len(assignment))
+    kinds = kind_of[assignment]
+    m = len(kind_of)
+    finish = np.zeros(m)
+    np.add.at(finish, assignment, costs.work[rows, kinds])
+    g = costs.groups.of_request
+    held = np.unique(np.stack([g[g >= 0], assignment[g >= 0]]), axis=1) if (g >= 0).any() else np.zeros((2, 0), dtype=np.int64)
+    np.add.at(finish, held[1], costs.setup[held[0], kind_of[held[1]]])
+    used = np.bincount(assignment, minlength=m) > 0
+    finish += np.where(used, costs.common[kind_of] + estimates.drain_s[kind_of], 0.0)
+    chain = float(np.max(estimates.arrival_s + estimates.latency_s[rows, kinds])) if len(rows) else 0.0
+    return max(float(finish.max()), chain)
+
+
+def group_list_schedule(costs: ReuseCosts, estimates: Estimates) -> np.ndarray:
+    """The group-aware incumbent of the module docstring."""
+    kind_of = estimates.kind_of_replica
+    work = np.where(estimates.eligible, costs.work, np.inf)[:, kind_of]  # (requests, replicas)
+    g = costs.groups.of_request
+    n, m = work.shape
+    load = costs.common[kind_of] + estimates.drain_s[kind_of]
+    holds = np.zeros((costs.groups.num_groups, m), dtype=bool)
+    best = np.where(np.isfinite(work), work, 0).min(axis=1)
+    group_total = np.zeros(costs.groups.num_groups)
+    np.add.at(group_total, g[g >= 0], best[g >= 0])
+    size = np.where(g >= 0, group_total[np.maximum(g, 0)], best)
+    # Groups (and requests alone) by decreasing work; a group's members together, longest first.
+    order = np.lexsort((np.arange(n), -best, np.where(g >= 0, g, n + np.arange(n)), -size))
+    assignment = np.empty(n, dtype=np.int64)
+    for j in order.tolist():
+        finish = load + work[j]
+        if g[j] >= 0:
+            finish = finish + np.where(holds[g[j]], 0.0, costs.setup[g[j], kind_of])
+        r = int(np.argmin(finish))
+        load[r] = finish[r]
+        assignment[j] = r
+        if g[j] >= 0:
+            holds[g[j], r] = True
+    return assignment
+
+
+def group_model(costs: ReuseCosts, estimates: Estimates, incumbent: np.ndarray, lower: float, upper: float):
+    """The group MIP, hinted with `incumbent`; returns it with n's and y's indices."""
+    kind_of = estimates.kind_of_replica
+    groups, m = costs.groups, len(kind_of)
+    g = np.where(costs.groups.of_request >= 0, costs.groups.of_request, groups.num_groups)  # alone = class A
+    num_classes = groups.num_groups + 1
+    count = np.bincount(g, minlength=num_classes)
+    mean = np.zeros((num_classes, costs.work.shape[1]))
+    np.add.at(mean, g, costs.work)
+    mean /= np.maximum(count, 1)[:, None]
+    hint = np.zeros((num_classes, m))
+    np.add.at(hint, (g, incumbent), 1)
+    model = LinearModel()
+    # C = the estimated makespan, between the bound and the incumbent.
+    model.objective = model.add_var("C", lower, upper, False, upper)
+    # n[c, r] = members of class c on replica r; y[g, r] = 1 if group g has a member on r.
+    n = np.array([[model.add_var(f"n[{c},{r}]", 0, count[c], True, hint[c, r]) for r in range(m)] for c in range(num_classes)])
+    y = np.array([[model.add_var(f"y[{c},{r}]", 0, 1, True, float(hint[c, r] > 0)) for r in range(m)] for c in range(groups.num_groups)])
+    # Every member of a class runs somewhere.
+    for c in range(num_classes):
+        model.add_row(n[c], np.ones(m), count[c], count[c])
+    # A group's members run only where the group's prefix is computed.
+    for c in range(groups.num_groups):
+        for r in range(m):
+            model.add_row([n[c, r], y[c, r]], [1.0, -float(count[c])], -np.inf, 0.0)
+    # Each replica's work, prefixes once per group it holds, fits in the makespan.
+    for r in range(m):
+        k = kind_of[r]
+        index = np.r_[n[:, r], y[:, r], model.objective]
+        coef = np.r_[mean[:, k], costs.setup[:, k], -1.0]
+        model.add_row(index, coef, -np.inf, -float(costs.common[k] + estimates.drain_s[k]))
+    return model, n, y
+
+
+def counts_to_assignment(counts: np.ndarray, costs: ReuseCosts, estimates: Estimates) -> np.ndarray:
+    """Requests from class counts (module docstring)."""
+    kind_of = estimates.kind_of_replica
+    g = np.where(costs.groups.of_request >= 0, costs.groups.of_request, costs.groups.num_groups)
+    work = costs.work[:, kind_of]
+    load = costs.common[kind_of] + estimates.drain_s[kind_of]
+    left = counts.astype(np.int64).copy()
+    assignment = np.empty(len(g), dtype=np.int64)
+    for j in np.lexsort((np.arange(len(g)), -work.min(axis=1), g)).tolist():
+        finish = np.where(left[g[j]] > 0, load + work[j], np.inf)
+        r = int(np.argmin(finish))
+        left[g[j], r] -= 1
+        load[r] = finish[r]
+        assignment[j] = r
+    return assignment
+
+
+def solve_prefix_aware(requests: pd.DataFrame, cluster: Cluster, *, solver: str, time_limit_s: float, seed: int = 0,
+                       num_workers: int = 8, profiles: dict | None = None, deterministic: bool = False):
+    """Plan by prefix group (module docstring); a `optimizer.planning.solve.Result`."""
+    from optimizer.planning.solve import Result, timed_plan  # the facade imports this module
+
+    started = time.perf_counter()
+    output = planning_lengths(requests)
+    estimates = estimate(requests, cluster, output, profiles=profiles)
+    bounds = lower_bounds(estimates, reuse_work(requests, cluster, estimates, output, profiles=profiles))
+    costs = reuse_costs(requests, cluster, estimates)
+    blind = lpt(np.where(estimates.eligible, estimates.work_s, np.inf), estimates.kind_of_replica)
+    candidates = [group_list_schedule(costs, estimates), blind]
+    scores = [reuse_makespan(a, costs, estimates) for a in candidates]
+    best, best_score = candidates[int(np.argmin(scores))], min(scores)
+    incumbent_score, status, cut, message, backend_status = best_score, "FEASIBLE", False, "", "NOT_RUN"
+    if best_score > bounds.best_s * (1 + 1e-9):
+        model, n, _ = group_model(costs, estimates, best, bounds.best_s, best_score)
+        remaining = time_limit_s - (time.perf_counter() - started)
+        found = solve_model(model, solver, time_limit_s=max(remaining * 0.9, 0.05), num_workers=num_workers, seed=seed,
+                            deterministic_limit_s=DETERMINISTIC_SHARE * time_limit_s, relative_gap=RELATIVE_GAP,
+                            wall_clock_cap=not deterministic)
+        cut, message, backend_status = found.wall_clock_cut, found.message, found.status
+        if found.values is not None:
+            assignment = counts_to_assignment(np.rint(found.values[n]), costs, estimates)
+            score = reuse_makespan(assignment, costs, estimates)
+            if score < best_score:
+                best, best_score = assignment, score
+    if best_score <= bounds.best_s * (1 + 1e-6):
+        status = "OPTIMAL"
+    # Planned times with the reused prefill taken off (a request's own part, at least 0).
+    reuse_estimates = dataclasses.replace(
+        estimates, work_s=costs.work, prefill_s=np.maximum(estimates.prefill_s - (estimates.work_s - costs.work), 0.0))
+    plan = timed_plan(requests, cluster, reuse_estimates, best, output)
+    return Result(plan, solver, status, best_score, bounds.best_s, bounds, time.perf_counter() - started,
+                  incumbent_score, "prefix-group", backend_status, cut, message)
+
+
+def applies(requests: pd.DataFrame, cluster: Cluster, solver: str, profiles: dict | None = None) -> bool:
+    """True when the group planner takes a trace: a solver backend, and every request able
+    to run on every replica (the group MIP does not model eligibility)."""
+    from optimizer.planning.solve import HEURISTICS
+
+    if solver in HEURISTICS:
+        return False
+    models = requests["model"].to_numpy(dtype=object)
+    return bool(np.all((models == "") | np.isin(models, list(cluster.models)))) and len(set(cluster.models)) == 1
