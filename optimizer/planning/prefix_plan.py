@@ -90,29 +90,38 @@ def reuse_makespan(assignment: np.ndarray, costs: ReuseCosts, estimates: Estimat
 
 
 def group_list_schedule(costs: ReuseCosts, estimates: Estimates) -> np.ndarray:
-    """The group-aware incumbent of the module docstring."""
+    """The group-aware incumbent of the module docstring: groups (and requests alone) by
+    decreasing work, each whole to the replica where it would finish earliest; a group larger
+    than a replica's fair share is dealt member by member instead (longest first, each to
+    where it finishes earliest, its group's prefix counted where the replica lacks it)."""
     kind_of = estimates.kind_of_replica
     work = np.where(estimates.eligible, costs.work, np.inf)[:, kind_of]  # (requests, replicas)
+    chain = (estimates.arrival_s[:, None] + estimates.latency_s)[:, kind_of]
     g = costs.groups.of_request
     n, m = work.shape
     load = costs.common[kind_of] + estimates.drain_s[kind_of]
-    holds = np.zeros((costs.groups.num_groups, m), dtype=bool)
     best = np.where(np.isfinite(work), work, 0).min(axis=1)
-    group_total = np.zeros(costs.groups.num_groups)
-    np.add.at(group_total, g[g >= 0], best[g >= 0])
-    size = np.where(g >= 0, group_total[np.maximum(g, 0)], best)
-    # Groups (and requests alone) by decreasing work; a group's members together, longest first.
-    order = np.lexsort((np.arange(n), -best, np.where(g >= 0, g, n + np.arange(n)), -size))
+    items: list[np.ndarray] = [costs.groups.members(c) for c in range(costs.groups.num_groups)]
+    items += [np.array([j]) for j in np.flatnonzero(g < 0)]
+    sizes = np.array([best[rows].sum() for rows in items])
+    fair = (best.sum() + costs.setup.min(axis=1).sum()) / m
     assignment = np.empty(n, dtype=np.int64)
-    for j in order.tolist():
-        finish = load + work[j]
-        if g[j] >= 0:
-            finish = finish + np.where(holds[g[j]], 0.0, costs.setup[g[j], kind_of])
-        r = int(np.argmin(finish))
-        load[r] = finish[r]
-        assignment[j] = r
-        if g[j] >= 0:
-            holds[g[j], r] = True
+    for i in np.lexsort((np.arange(len(items)), -sizes)).tolist():
+        rows = items[i]
+        setup = costs.setup[g[rows[0]], kind_of] if g[rows[0]] >= 0 else np.zeros(m)
+        if sizes[i] <= fair:  # whole, where it finishes earliest (a long decode chain may not fit a slow kind)
+            after = load + work[rows].sum(axis=0) + setup
+            r = int(np.argmin(np.maximum(after, chain[rows].max(axis=0))))
+            load[r] = after[r]
+            assignment[rows] = r
+            continue
+        holds = np.zeros(m, dtype=bool)
+        for j in rows[np.argsort(-best[rows], kind="stable")].tolist():
+            after = load + work[j] + np.where(holds, 0.0, setup)
+            r = int(np.argmin(np.maximum(after, chain[j])))
+            load[r] = after[r]
+            assignment[j] = r
+            holds[r] = True
     return assignment
 
 
@@ -128,12 +137,17 @@ def group_model(costs: ReuseCosts, estimates: Estimates, incumbent: np.ndarray, 
     mean /= np.maximum(count, 1)[:, None]
     hint = np.zeros((num_classes, m))
     np.add.at(hint, (g, incumbent), 1)
+    # A group may go only where each member's own chain fits under the incumbent's makespan.
+    chain = np.full((num_classes, costs.work.shape[1]), -np.inf)
+    np.maximum.at(chain, g, estimates.arrival_s[:, None] + estimates.latency_s)
+    fits = chain[:, kind_of] <= upper
+    fits[-1] = True  # requests alone are placed one by one (their chains checked then)
     model = LinearModel()
     # C = the estimated makespan, between the bound and the incumbent.
     model.objective = model.add_var("C", lower, upper, False, upper)
     # n[c, r] = members of class c on replica r; y[g, r] = 1 if group g has a member on r.
-    n = np.array([[model.add_var(f"n[{c},{r}]", 0, count[c], True, hint[c, r]) for r in range(m)] for c in range(num_classes)])
-    y = np.array([[model.add_var(f"y[{c},{r}]", 0, 1, True, float(hint[c, r] > 0)) for r in range(m)] for c in range(groups.num_groups)])
+    n = np.array([[model.add_var(f"n[{c},{r}]", 0, count[c] * fits[c, r], True, hint[c, r] * fits[c, r]) for r in range(m)] for c in range(num_classes)])
+    y = np.array([[model.add_var(f"y[{c},{r}]", 0, int(fits[c, r]), True, float(hint[c, r] > 0) * fits[c, r]) for r in range(m)] for c in range(groups.num_groups)])
     # Every member of a class runs somewhere.
     for c in range(num_classes):
         model.add_row(n[c], np.ones(m), count[c], count[c])
@@ -155,14 +169,15 @@ def counts_to_assignment(counts: np.ndarray, costs: ReuseCosts, estimates: Estim
     kind_of = estimates.kind_of_replica
     g = np.where(costs.groups.of_request >= 0, costs.groups.of_request, costs.groups.num_groups)
     work = costs.work[:, kind_of]
+    chain = (estimates.arrival_s[:, None] + estimates.latency_s)[:, kind_of]
     load = costs.common[kind_of] + estimates.drain_s[kind_of]
     left = counts.astype(np.int64).copy()
     assignment = np.empty(len(g), dtype=np.int64)
     for j in np.lexsort((np.arange(len(g)), -work.min(axis=1), g)).tolist():
-        finish = np.where(left[g[j]] > 0, load + work[j], np.inf)
+        finish = np.where(left[g[j]] > 0, np.maximum(load + work[j], chain[j]), np.inf)
         r = int(np.argmin(finish))
         left[g[j], r] -= 1
-        load[r] = finish[r]
+        load[r] += work[j, r]
         assignment[j] = r
     return assignment
 
