@@ -18,7 +18,8 @@ finish, the bound is `trace_bounds` with reuse (and, for reference, without), hi
 cached prompt tokens / prompt tokens looked up.
 
 Speed table: the CPU seconds (process time) of `simulate()` with the cache on and off, on the
-same trace and dispatch (least-outstanding), median of 7 runs in this process; the last row
+same trace and dispatch (least-outstanding), median of 9 runs each in this process, off and on
+in turn; the last row
 is the conversations trace with 8 samples of every turn (`samples_per_prompt=8`, 11,896
 requests).
 """
@@ -77,14 +78,13 @@ def speed() -> None:
     cases = [(name, load_trace(path).requests) for name, path in TRACES.items()]
     cases.append(("conversations, 8 samples per turn", load_trace(TRACES["conversations (Mooncake format)"], samples_per_prompt=8).requests))
     for name, requests in cases:
-        times = {}
-        for on in (False, True):
-            samples = []
-            for _ in range(7):
+        samples = {False: [], True: []}
+        for _ in range(9):  # off and on in turn, so a change in the machine's load hits both
+            for on in (False, True):
                 started = time.process_time()
                 simulate(requests, cluster, prefix_cache=on)
-                samples.append(time.process_time() - started)
-            times[on] = statistics.median(samples)
+                samples[on].append(time.process_time() - started)
+        times = {on: statistics.median(values) for on, values in samples.items()}
         print(f"| {name} | {len(requests):,} | {times[False]:.3f} | {times[True]:.3f} | {times[True] / times[False]:.2f} |")
 
 

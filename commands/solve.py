@@ -68,6 +68,7 @@ def solve(
     tokenizer: TokenizerOpt = None,
     split_dir: Annotated[Optional[Path], typer.Option("--split-dir", metavar="DIR", help="Batch files: also write DIR/<replica>.jsonl (that replica's input lines, byte for byte, in plan order) and DIR/manifest.json with the command that runs each.")] = None,
     results_dir: Annotated[str, typer.Option("--results-dir", metavar="DIR", help="Where the manifest's commands write the runner's results.")] = "out",
+    no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Plan as if replicas reused no prompt prefix (by default a trace that declares shared prefixes is planned by prefix group).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Plan a trace on a cluster and write the plan as CSV.
@@ -97,6 +98,7 @@ def solve(
             result = optimizer.solve(
                 requests, cluster, solver=solver, time_limit_s=time_limit, formulation=formulation,
                 seed=seed, profiles=user_profiles, progress=status.solving, deterministic=deterministic,
+                prefix_cache=not no_prefix_cache,
             )
         optimizer.validate_plan(result.plan, loaded.requests, cluster)
         with all_or_nothing():  # the split last: if it fails, the plan is not written either

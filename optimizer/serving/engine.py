@@ -236,10 +236,13 @@ class Engine:
         seq.blocks = self.blocks_for(seq.prefill_need + 1)
         self.free_blocks -= seq.blocks
         if self.cache is not None:
-            hit, _ = self.cache.match(seq.units, seq.prefill_need)
-            seq.prefilled = seq.kv_tokens = hit * self.limits.block_size_tokens
-            seq.cached_tokens += seq.prefilled
-            self.free_blocks += hit - self.cache.acquire(seq, hit)
+            if seq.units:
+                hit, _ = self.cache.match(seq.units, seq.prefill_need)
+                seq.prefilled = seq.kv_tokens = hit * self.limits.block_size_tokens
+                seq.cached_tokens += seq.prefilled
+                self.free_blocks += hit - self.cache.acquire(seq, hit)
+            else:
+                self.cache.lookup_tokens += seq.prefill_need
         seq.admitted = self.admissions
         self.admissions += 1
         if math.isnan(seq.start):
@@ -418,6 +421,9 @@ class Engine:
         """Blocks a leaving sequence frees: its own, and the cached ones nobody else holds (they
         stay cached, evictable)."""
         if self.cache is None:
+            return seq.blocks
+        if not seq.held:
+            seq.next_unit = 0
             return seq.blocks
         return seq.blocks - seq.shared_blocks + self.cache.release(seq)
 

@@ -7,7 +7,7 @@ same key begin with the same end_tokens tokens. It comes from three sources:
 - ``hash_ids`` (Mooncake, and the native format): one id per 512-token block of the prompt,
   ceil(prompt / 512) ids, the last block possibly partial. Ids are chain hashes (equal id at
   equal position = equal prefix up to that block's end), so block i is the segment
-  (("h", id_i), 512 (i + 1)); a partial last block is never shared (engines cache full blocks).
+  (id_i, 512 (i + 1)); a partial last block is never shared (engines cache full blocks).
 - ``prefix_group`` (native format; or from the options below): a path of group names
   "a/b/c" with ``prefix_tokens`` "N_a N_b N_c", the tokens each level shares (increasing,
   at most the prompt). Level i is the segment (("g", "a/.../i"), N_i). A one-level group
@@ -148,20 +148,30 @@ def declare(requests: pd.DataFrame, path: str, *, shared_prefix_tokens: int | No
 
 
 def prefix_chains(requests: pd.DataFrame) -> list[tuple[tuple[object, int], ...]]:
-    """Each request's segments (key, end_tokens), ends increasing (the module docstring)."""
+    """Each request's segments (key, end_tokens), ends increasing (the module docstring).
+    A block id's key is the id (an int), a group level's a tuple ("g", path)."""
     n = len(requests)
     prompt = requests["prompt_tokens"].to_numpy(dtype=np.int64).tolist()
-    chains: list[list[tuple[object, int]]] = [[] for _ in range(n)]
+    groups: list[tuple] = [()] * n
     if "prefix_group" in requests:
+        made: dict[tuple, tuple] = {}
         for row, (group, ends) in enumerate(zip(requests["prefix_group"].tolist(), requests["prefix_tokens"].tolist())):
             if group:
-                parts = group.split("/")
-                chains[row] += [(("g", "/".join(parts[: i + 1])), int(end)) for i, end in enumerate(ends)]
-    if "hash_ids" in requests:
-        for row, ids in enumerate(requests["hash_ids"].tolist()):
-            full = min(len(ids), prompt[row] // HASH_BLOCK_TOKENS)  # a partial last block is never shared
-            chains[row] += [(("h", int(ids[i])), HASH_BLOCK_TOKENS * (i + 1)) for i in range(full)]
-    return [tuple(sorted(chain, key=lambda segment: segment[1])) for chain in chains]
+                if (group, ends) not in made:
+                    parts = group.split("/")
+                    made[group, ends] = tuple((("g", "/".join(parts[: i + 1])), int(end)) for i, end in enumerate(ends))
+                groups[row] = made[group, ends]
+    if "hash_ids" not in requests:
+        return groups
+    blocks: dict[tuple, tuple] = {}  # samples of one prompt have the same ids
+    chains = []
+    for row, ids in enumerate(requests["hash_ids"].tolist()):
+        full = min(len(ids), prompt[row] // HASH_BLOCK_TOKENS)  # a partial last block is never shared
+        if (ids, full) not in blocks:
+            blocks[ids, full] = tuple((int(h), HASH_BLOCK_TOKENS * (i + 1)) for i, h in enumerate(ids[:full]))
+        chain = blocks[ids, full]
+        chains.append(tuple(sorted(groups[row] + chain, key=lambda segment: segment[1])) if groups[row] else chain)
+    return chains
 
 
 @dataclass(frozen=True)
@@ -183,7 +193,11 @@ def prefix_units(chains: list[tuple[tuple[object, int], ...]], block_tokens: int
     ids: dict[tuple[object, int, int], int] = {}
     sizes: list[int] = []
     out = []
+    seen: dict[tuple, tuple] = {}  # samples of one prompt have the same chain
     for chain in chains:
+        if chain in seen:
+            out.append(seen[chain])
+            continue
         units, done = [], 0
         for key, end in chain:
             end_block = end // block_tokens
@@ -195,5 +209,6 @@ def prefix_units(chains: list[tuple[tuple[object, int], ...]], block_tokens: int
                 sizes.append(end_block - done)
             units.append((unit, done, end_block))
             done = end_block
-        out.append(tuple(units))
+        seen[chain] = tuple(units)
+        out.append(seen[chain])
     return Units(block_tokens, tuple(out), np.asarray(sizes, dtype=np.int64))
