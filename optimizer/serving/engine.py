@@ -73,13 +73,9 @@ class Sequence:
         self.queue_key = queue_key  # waiting-queue order (arrival, or plan order)
         self.queue_rank = 0  # order among equal keys (`optimizer.serving.waiting`)
         self.tick0 = -1  # the lockstep engine's step its counters were last brought up to
-        # Prefix cache (`optimizer.serving.prefix_cache`): its units on this replica, the
-        # cached units it holds, how many of its blocks those are, the next unit to cache.
-        self.units: tuple = ()
-        self.held: list[int] = []
-        self.shared_blocks = 0
-        self.next_unit = 0
-        self.cached_tokens = 0  # prompt tokens its admissions found cached
+        # Prefix cache (`optimizer.serving.prefix_cache`): its units here, the cached ones it holds,
+        # its blocks among those, the next unit to cache, the prompt tokens its admissions found.
+        self.units, self.held, self.shared_blocks, self.next_unit, self.cached_tokens = (), [], 0, 0, 0
 
     @property
     def prefill_left(self) -> int:
@@ -129,11 +125,8 @@ class Engine:
         return -(-tokens // self.limits.block_size_tokens)
 
     def can_admit(self, seq: Sequence, extra_blocks: int = 0) -> bool:
-        if self.cache is not None and seq.units:
-            # Policies read prefill_left after this check: it is what the cache leaves to compute.
-            hit, taken = self.cache.match(seq.units, seq.prefill_need)
-            seq.prefilled = hit * self.limits.block_size_tokens
-            return self.blocks_for(seq.prefill_need + 1) - hit + taken <= self.free_blocks - extra_blocks
+        if self.cache is not None and seq.units:  # policies read prefill_left after this check
+            return self.blocks_for(seq.prefill_need + 1) - self.cache.peek(seq) <= self.free_blocks - extra_blocks
         return self.blocks_for(seq.prefill_need + 1) <= self.free_blocks - extra_blocks
 
     def waiting_in_order(self):
@@ -236,13 +229,7 @@ class Engine:
         seq.blocks = self.blocks_for(seq.prefill_need + 1)
         self.free_blocks -= seq.blocks
         if self.cache is not None:
-            if seq.units:
-                hit, _ = self.cache.match(seq.units, seq.prefill_need)
-                seq.prefilled = seq.kv_tokens = hit * self.limits.block_size_tokens
-                seq.cached_tokens += seq.prefilled
-                self.free_blocks += hit - self.cache.acquire(seq, hit)
-            else:
-                self.cache.lookup_tokens += seq.prefill_need
+            self.free_blocks += self.cache.admit(seq)
         seq.admitted = self.admissions
         self.admissions += 1
         if math.isnan(seq.start):
@@ -255,15 +242,11 @@ class Engine:
         blocks are cached as it is scheduled, so a later chunk of the same iteration finds them
         (vLLM V1 caches blocks when it allocates them; each layer writes its KV before its
         attention reads it), and a chunk larger than what is left to prefill shrinks to it."""
-        chunks = iteration.prefill
-        for i, (seq, tokens) in enumerate(chunks):
+        for i, (seq, tokens) in enumerate(iteration.prefill):
             if seq not in self.running_set:
                 self._admit(seq)
             if self.cache is not None:
-                if tokens > seq.prefill_left:
-                    chunks[i] = (seq, seq.prefill_left)
-                if seq.next_unit < len(seq.units):
-                    self.cache.register(seq, seq.prefilled + chunks[i][1])
+                iteration.prefill[i] = self.cache.schedule(seq, tokens)
 
     def _run_once(self, iteration: Iteration) -> None:
         """One iteration with prefill chunks (and possibly decodes)."""
@@ -378,7 +361,7 @@ class Engine:
     def _preempt(self, seq: Sequence, to_back: bool = False) -> None:
         self.running.remove(seq)
         self.running_set.discard(seq)
-        self.free_blocks += self._blocks_freed(seq)
+        self.free_blocks += seq.blocks if self.cache is None else self.cache.leave(seq)
         seq.blocks = 0
         seq.preemptions += 1
         # Recompute: the prompt and every generated token are prefilled again.
@@ -414,18 +397,8 @@ class Engine:
     def _release(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.running_set.discard(seq)
-        self.free_blocks += self._blocks_freed(seq)
+        self.free_blocks += seq.blocks if self.cache is None else self.cache.leave(seq)
         seq.blocks = 0
-
-    def _blocks_freed(self, seq: Sequence) -> int:
-        """Blocks a leaving sequence frees: its own, and the cached ones nobody else holds (they
-        stay cached, evictable)."""
-        if self.cache is None:
-            return seq.blocks
-        if not seq.held:
-            seq.next_unit = 0
-            return seq.blocks
-        return seq.blocks - seq.shared_blocks + self.cache.release(seq)
 
     def retire_batch(self, evict: bool) -> None:
         """End a static batch: release finished members; with `evict`, unfinished members

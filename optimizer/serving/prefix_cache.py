@@ -87,6 +87,40 @@ class PrefixCache:
         self.hit_tokens += hit_blocks * self.block_tokens
         return taken
 
+    def peek(self, seq) -> int:
+        """A waiting sequence's hit if it were admitted now: sets what it has left to prefill,
+        returns the blocks it would not need from the free pool."""
+        hit, taken = self.match(seq.units, seq.prefill_need)
+        seq.prefilled = hit * self.block_tokens
+        return hit - taken
+
+    def admit(self, seq) -> int:
+        """A sequence is admitted: it starts after its hit. Returns the blocks to give back to the
+        free pool (the engine took blocks for its whole prompt; the hit ones are shared)."""
+        if not seq.units:
+            self.lookup_tokens += seq.prefill_need
+            return 0
+        hit, _ = self.match(seq.units, seq.prefill_need)
+        seq.prefilled = seq.kv_tokens = hit * self.block_tokens
+        seq.cached_tokens += seq.prefilled
+        return hit - self.acquire(seq, hit)
+
+    def schedule(self, seq, tokens: int) -> tuple:
+        """A prefill chunk is scheduled: it shrinks to what the hit left, and the units it covers
+        are cached now. Returns the chunk."""
+        tokens = min(tokens, seq.prefill_left)
+        if seq.next_unit < len(seq.units):
+            self.register(seq, seq.prefilled + tokens)
+        return seq, tokens
+
+    def leave(self, seq) -> int:
+        """A sequence finishes or is preempted: the blocks it frees, its own and the cached ones
+        nobody else holds (those stay cached, evictable)."""
+        if not seq.held:
+            seq.next_unit = 0
+            return seq.blocks
+        return seq.blocks - seq.shared_blocks + self.release(seq)
+
     def register(self, seq, prefilled_tokens: int) -> None:
         """Cache the units a prefill up to `prefilled_tokens` covers in full (as it is scheduled)."""
         units, computed = seq.units, prefilled_tokens // self.block_tokens
