@@ -20,6 +20,7 @@ from optimizer.serving.metrics import with_slo_targets
 from optimizer.serving.predictor import prediction_error
 from optimizer.serving.prefix_cache import cache_summary
 from commands.common import (
+    PrefixTextOpt,
     SamplesOpt,
     SharedPrefixOpt,
     EngineOpt,
@@ -81,6 +82,7 @@ def simulate(
     model: ModelOpt = None,
     shared_prefix_tokens: SharedPrefixOpt = None,
     samples_per_prompt: SamplesOpt = None,
+    prefix_text: PrefixTextOpt = None,
     profiles: ProfilesOpt = None,
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Replicas reuse no prompt prefix (results as without prefix information).")] = False,
     quiet: QuietOpt = False,
@@ -97,7 +99,7 @@ def simulate(
         for path in (out_path, summary_path, events_path):
             if path is not None:
                 check_output(path)  # before any work: a bad path costs nothing
-        loaded = read_trace(trace, format, arrival_rate, seed, model, shared_prefix_tokens, samples_per_prompt)
+        loaded = read_trace(trace, format, arrival_rate, seed, model, shared_prefix_tokens, samples_per_prompt, prefix_text)
         loaded = dataclasses.replace(loaded, requests=with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e))
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         user_profiles = read_profiles(profiles)

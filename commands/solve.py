@@ -15,6 +15,7 @@ from optimizer.reporting.batch_split import check_split_dir, split_batch
 from optimizer.traces.batch import cap_predictions
 from commands.trace import TokenizerOpt, read_trace_with
 from commands.common import (
+    PrefixTextOpt,
     SamplesOpt,
     SharedPrefixOpt,
     DeterministicOpt,
@@ -64,6 +65,7 @@ def solve(
     model: ModelOpt = None,
     shared_prefix_tokens: SharedPrefixOpt = None,
     samples_per_prompt: SamplesOpt = None,
+    prefix_text: PrefixTextOpt = None,
     profiles: ProfilesOpt = None,
     tokenizer: TokenizerOpt = None,
     split_dir: Annotated[Optional[Path], typer.Option("--split-dir", metavar="DIR", help="Batch files: also write DIR/<replica>.jsonl (that replica's input lines, byte for byte, in plan order) and DIR/manifest.json with the command that runs each.")] = None,
@@ -80,7 +82,7 @@ def solve(
         check_output(out_path)
         if split_dir is not None:
             check_split_dir(split_dir)
-        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer, shared_prefix_tokens, samples_per_prompt)
+        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer, shared_prefix_tokens, samples_per_prompt, prefix_text)
         if split_dir is not None and loaded.format != "batch":
             raise OptimizerError(f"--split-dir cuts batch files (OpenAI batch JSON lines); {trace} is a {loaded.format} trace.")
         unknown = int(loaded.requests["output_tokens"].isna().sum())

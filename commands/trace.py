@@ -13,6 +13,7 @@ import optimizer
 from optimizer.common.files import check_output
 from optimizer.traces.results import read_results
 from commands.common import (
+    PrefixTextOpt,
     SamplesOpt,
     SharedPrefixOpt,
     FormatOpt,
@@ -32,12 +33,14 @@ TokenizerOpt = Annotated[
 
 
 def read_trace_with(path: Path, format, arrival_rate, seed, model, tokenizer: Path | None,
-                    shared_prefix_tokens: int | None = None, samples_per_prompt: int | None = None) -> optimizer.Trace:
+                    shared_prefix_tokens: int | None = None, samples_per_prompt: int | None = None,
+                    prefix_text: Path | None = None) -> optimizer.Trace:
     """`read_trace`, counting a batch file's prompt tokens with `tokenizer` when one is given."""
     if tokenizer is None:
-        return read_trace(path, format, arrival_rate, seed, model, shared_prefix_tokens, samples_per_prompt)
+        return read_trace(path, format, arrival_rate, seed, model, shared_prefix_tokens, samples_per_prompt, prefix_text)
     return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model, tokenizer=tokenizer,
-                                shared_prefix_tokens=shared_prefix_tokens, samples_per_prompt=samples_per_prompt)
+                                shared_prefix_tokens=shared_prefix_tokens, samples_per_prompt=samples_per_prompt,
+                                prefix_text=prefix_text)
 
 
 app = typer.Typer(
@@ -88,12 +91,13 @@ def trace_convert(
     tokenizer: TokenizerOpt = None,
     shared_prefix_tokens: SharedPrefixOpt = None,
     samples_per_prompt: SamplesOpt = None,
+    prefix_text: PrefixTextOpt = None,
 ) -> None:
     """Rewrite any supported trace in the native format (CSV or Parquet); declared prefixes
     become its prefix_group and prefix_tokens columns."""
     with user_errors():
         check_output(out_path)
-        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer, shared_prefix_tokens, samples_per_prompt)
+        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer, shared_prefix_tokens, samples_per_prompt, prefix_text)
         optimizer.write_trace(loaded.requests, out_path)
     out.print(f"Wrote {out_path} ({loaded.num_requests:,} requests from the {loaded.format} trace)")
 

@@ -26,8 +26,9 @@ requests by giving each group's members, longest first, to the replica with a co
 that would finish earliest; requests alone likewise. The plan kept is the one with the
 least F-makespan (never worse than either incumbent), and the bound is the one with reuse
 (`optimizer.planning.reuse`). Loads are summed as for an offline batch (arrivals enter
-only through the chain term), and every request of a group must be able to run on the
-same kinds (else the blind planner is used).
+only through the chain term). The blind planner (`optimizer.planning.solve`) plans instead
+when nothing can be shared (no group, no common unit), and when the fleet serves several
+models (the group MIP does not model eligibility).
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def group_model(costs: ReuseCosts, estimates: Estimates, incumbent: np.ndarray, 
     model.objective = model.add_var("C", lower, upper, False, upper)
     # n[c, r] = members of class c on replica r; y[g, r] = 1 if group g has a member on r.
     n = np.array([[model.add_var(f"n[{c},{r}]", 0, count[c] * fits[c, r], True, hint[c, r] * fits[c, r]) for r in range(m)] for c in range(num_classes)])
-    y = np.array([[model.add_var(f"y[{c},{r}]", 0, int(fits[c, r]), True, float(hint[c, r] > 0) * fits[c, r]) for r in range(m)] for c in range(groups.num_groups)])
+    y = np.array([[model.add_var(f"y[{c},{r}]", 0, int(fits[c, r]), True, float(hint[c, r] > 0) * fits[c, r]) for r in range(m)]
+                  for c in range(groups.num_groups)], dtype=np.int64).reshape(groups.num_groups, m)
     # Every member of a class runs somewhere.
     for c in range(num_classes):
         model.add_row(n[c], np.ones(m), count[c], count[c])
@@ -185,13 +187,16 @@ def counts_to_assignment(counts: np.ndarray, costs: ReuseCosts, estimates: Estim
 def solve_prefix_aware(requests: pd.DataFrame, cluster: Cluster, *, solver: str, time_limit_s: float, seed: int = 0,
                        num_workers: int = 8, profiles: dict | None = None, deterministic: bool = False):
     """Plan by prefix group (module docstring); a `optimizer.planning.solve.Result`."""
-    from optimizer.planning.solve import Result, timed_plan  # the facade imports this module
+    from optimizer.planning.solve import Result, solve, timed_plan  # the facade imports this module
 
     started = time.perf_counter()
     output = planning_lengths(requests)
     estimates = estimate(requests, cluster, output, profiles=profiles)
-    bounds = lower_bounds(estimates, reuse_work(requests, cluster, estimates, output, profiles=profiles))
     costs = reuse_costs(requests, cluster, estimates)
+    if not costs.groups.num_groups and not costs.groups.common_tokens:  # nothing any plan can share
+        return solve(requests, cluster, solver=solver, time_limit_s=time_limit_s, seed=seed, num_workers=num_workers,
+                     profiles=profiles, deterministic=deterministic, prefix_cache=False)
+    bounds = lower_bounds(estimates, reuse_work(requests, cluster, estimates, output, profiles=profiles))
     blind = lpt(np.where(estimates.eligible, estimates.work_s, np.inf), estimates.kind_of_replica)
     candidates = [group_list_schedule(costs, estimates), blind]
     scores = [reuse_makespan(a, costs, estimates) for a in candidates]

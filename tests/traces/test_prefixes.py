@@ -97,3 +97,18 @@ def test_cli_reports_a_contradicting_declaration_in_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "shorter than the declared shared prefix of 40 tokens" in result.output
     assert not out.exists()
+
+
+def test_a_prefix_text_precedes_every_gsm8k_prompt_and_is_shared(tmp_path):
+    """Tests --prefix-text on GSM8K: the text's estimated tokens (here 'Answer briefly.' =
+    ceil(1.3 x 2) + 1 symbol = 4) are added to every prompt and shared with the BOS token
+    (5 tokens); on a token-count trace it is one error suggesting --shared-prefix-tokens."""
+    text = tmp_path / "shots.txt"
+    text.write_text("Answer briefly.")
+    plain = load_trace(ROOT / "traces" / "gsm8k_test.jsonl").requests
+    trace = load_trace(ROOT / "traces" / "gsm8k_test.jsonl", prefix_text=text)
+    assert (trace.requests["prompt_tokens"] - plain["prompt_tokens"]).unique().tolist() == [4]
+    assert trace.requests["prefix_tokens"].iloc[0] == (5,)
+    assert any("shared with the BOS token" in note for note in trace.notes)
+    with pytest.raises(TraceError, match="--shared-prefix-tokens instead"):
+        load_trace(ROOT / "tests" / "data" / "mooncake.jsonl", prefix_text=text)
