@@ -9,9 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optimizer import parse_replicas, simulate, trace_bounds
+from optimizer.fleet.cluster import Cluster, EngineLimits, Replica
 from optimizer.fleet.estimates import estimate, hindsight_lengths
 from optimizer.planning.reuse import cappable_blocks, reuse_work
 from optimizer.traces.prefixes import prefix_chains, prefix_units
+
+
+SMALL_KV = EngineLimits(gpu_memory_utilization=0.84, max_num_seqs=8)
 
 
 def grouped(prompts, outputs, groups, shared, arrivals=None) -> pd.DataFrame:
@@ -56,7 +60,7 @@ instances = st.integers(min_value=1, max_value=30).flatmap(
         st.lists(st.integers(1, 200), min_size=n, max_size=n),
         st.lists(st.sampled_from(["", "a", "a", "a", "b", "c"]), min_size=n, max_size=n),
         st.lists(st.sampled_from([0.0, 0.0, 0.0, 1.0]), min_size=n, max_size=n),
-        st.sampled_from(["h100-tp4:1", "h100-tp4:2", "h100-tp4:1,a100-tp4:1"]),
+        st.sampled_from(["h100-tp4:1", "h100-tp4:2", "h100-tp4:1,a100-tp4:1", "small-kv"]),
         st.sampled_from(["sarathi", "vllm", "orca"]),
         st.sampled_from(["round-robin", "least-outstanding", "least-work", "cache-affinity"]),
     )
@@ -67,13 +71,18 @@ instances = st.integers(min_value=1, max_value=30).flatmap(
 @given(instances)
 def test_no_simulation_with_the_cache_finishes_below_the_bound_with_reuse(instance):
     """Tests, on random traces whose requests share prefixes, fleets, batching policies and
-    dispatch rules, that every simulation with the prefix cache ends no earlier than the
-    lower bound with reuse."""
+    dispatch rules (and a KV cache small enough to evict and preempt), that every simulation
+    with the prefix cache ends no earlier than the lower bound with reuse."""
     prompts, outputs, groups, gaps, fleet, policy, dispatch = instance
     shared = {g: min(p for p, h in zip(prompts, groups) if h == g) for g in set(groups) if g}
     requests = grouped(prompts, outputs, groups, [shared.get(g, 0) for g in groups],
                        np.cumsum(gaps).tolist())
-    cluster = parse_replicas(fleet)
+    if fleet == "small-kv":  # about 6k tokens of KV cache: evictions and preemptions
+        cluster = Cluster(tuple(Replica(f"s{i}", "h100-80gb", 2, "llama2-70b", SMALL_KV) for i in range(2)))
+        requests["prompt_tokens"] = requests["prompt_tokens"].clip(upper=2500)
+        requests["prefix_tokens"] = [tuple(min(e, p) for e in ends) for ends, p in zip(requests["prefix_tokens"], requests["prompt_tokens"])]
+    else:
+        cluster = parse_replicas(fleet)
     bound = trace_bounds(requests, cluster)[0].best_s
     makespan = simulate(requests, cluster, policy=policy, dispatch=dispatch).requests["finish_s"].max()
     assert bound <= makespan * (1 + 1e-9)

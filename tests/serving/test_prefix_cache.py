@@ -128,3 +128,30 @@ def test_cache_affinity_keeps_a_group_together_until_the_load_is_imbalanced():
     balanced = simulate(requests.assign(prefix_group=["a"] * 8, prefix_tokens=[(1000,)] * 8), cluster,
                         dispatch="cache-affinity", dispatch_options={"balance_abs": 0, "balance_rel": 1})
     assert balanced.requests["replica"].value_counts().tolist() == [4, 4]
+
+
+def test_repairer_prefers_the_replica_that_holds_the_prefix():
+    """Tests the repairer's prefix awareness: after request 0 ran on replica 1, the earliest
+    finish for request 1 (same 3,900-token prefix) is replica 1, by the prefill it saves there,
+    though both replicas look equally loaded (without the saving, ties go to replica 0)."""
+    import numpy as np
+
+    from optimizer.fleet.estimates import estimate, planning_lengths
+    from optimizer.fleet.sources import profile_for as profile
+    from optimizer.serving.batching import POLICIES
+    from optimizer.serving.dispatch import make_dispatcher
+    from optimizer.serving.engine import Engine, Sequence
+    from optimizer.serving.simulator import _attach_caches
+
+    requests = grouped([4000, 4000], [10, 10], ["a", "a"], [3900, 3900])
+    cluster = parse_replicas("h100-tp4:2")
+    engines = [Engine(r, profile(r), POLICIES["sarathi"]()) for r in cluster.replicas]
+    _attach_caches(engines, requests)
+    engines[1].enqueue(Sequence(0, 4000, 10, 0.0, 0.0), 0.0)
+    engines[1].run_until(float("inf"))
+    estimates = estimate(requests, cluster, planning_lengths(requests))
+    plan = solve(requests, cluster, solver="round-robin", prefix_cache=False).plan
+    repair = make_dispatcher("repair", requests, cluster, estimates, plan=plan)
+    assert repair.prefix_saving(1, 0, engines) == 0.0
+    assert repair.prefix_saving(1, 1, engines) == pytest.approx(3888 / 4000 * estimates.prefill_s[1, 0])
+    assert repair._earliest(1, engines, np.zeros(2)) == 1
