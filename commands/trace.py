@@ -58,11 +58,16 @@ def trace_stats(
     seed: SeedOpt = 0,
     model: ModelOpt = None,
     tokenizer: TokenizerOpt = None,
+    shared_prefix_tokens: SharedPrefixOpt = None,
+    samples_per_prompt: SamplesOpt = None,
+    prefix_text: PrefixTextOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """Print request counts, arrival rate and token-length percentiles of a trace."""
+    """Print request counts, arrival rate and token-length percentiles of a trace (and, when it
+    declares shared prefixes, how much of its prefill a cache could reuse)."""
     with user_errors():
-        stats = optimizer.trace_stats(read_trace_with(trace, format, arrival_rate, seed, model, tokenizer))
+        stats = optimizer.trace_stats(read_trace_with(trace, format, arrival_rate, seed, model, tokenizer,
+                                                      shared_prefix_tokens, samples_per_prompt, prefix_text))
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
         return
@@ -76,6 +81,10 @@ def trace_stats(
         if figures is not None:
             table.add_row(label, *(f"{figures[k]:,.0f}" if k != "mean" else f"{figures[k]:,.1f}" for k in ("known", "mean", "p50", "p90", "p99", "max", "total")))
     out.print(table)
+    if "prefixes" in stats:
+        p = stats["prefixes"]
+        out.print(f"prefixes  unique prefill {p['unique_prompt_tokens']:,} of {p['prompt_tokens']:,} prompt tokens: an unbounded "
+                  f"cache on one replica would serve {p['reusable_share']:.1%} ({p['block_tokens']}-token blocks)")
     for note in stats["notes"]:
         out.print(f"note: {note}")
 

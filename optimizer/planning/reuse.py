@@ -49,7 +49,7 @@ from optimizer.fleet.cluster import Cluster
 from optimizer.fleet.estimates import Estimates
 from optimizer.fleet.profile import Profile
 from optimizer.fleet.sources import profile_for
-from optimizer.traces.prefixes import Units, prefix_chains, prefix_units
+from optimizer.traces.prefixes import cappable_blocks, prefix_chains, prefix_units
 
 MS = 1e-3
 
@@ -63,25 +63,6 @@ class Reuse:
     shared_work_s: np.ndarray  # (units, kinds), inf where no kind of the unit's requests
     #: Prompt tokens no schedule avoids computing (sum m_j + sum x_u), per kind.
     unique_prompt_tokens: np.ndarray  # (kinds,)
-
-
-def cappable_blocks(units: Units, prompt_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(c_j per request, x_u / B per unit) of the module docstring."""
-    block = units.block_tokens
-    cap = np.zeros(len(units.chains), dtype=np.int64)
-    least = np.full(units.num_units, np.iinfo(np.int64).max)  # min c_j over the unit's requests
-    starts = np.zeros(units.num_units, dtype=np.int64)
-    ends = np.zeros(units.num_units, dtype=np.int64)
-    for j, chain in enumerate(units.chains):
-        if not chain:
-            continue
-        c = min(chain[-1][2], (int(prompt_tokens[j]) - 1) // block)
-        cap[j] = c
-        for unit, start, end in chain:
-            least[unit] = min(least[unit], c)
-            starts[unit], ends[unit] = start, end
-    shared = np.maximum(np.minimum(ends, least) - starts, 0) if units.num_units else np.zeros(0, dtype=np.int64)
-    return cap, shared
 
 
 def reuse_work(requests: pd.DataFrame, cluster: Cluster, estimates: Estimates, output_tokens: np.ndarray,

@@ -212,3 +212,37 @@ def prefix_units(chains: list[tuple[tuple[object, int], ...]], block_tokens: int
         seen[chain] = tuple(units)
         out.append(seen[chain])
     return Units(block_tokens, tuple(out), np.asarray(sizes, dtype=np.int64))
+
+
+def cappable_blocks(units: Units, prompt_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per request, the most blocks it can find cached at its first admission,
+    c_j = min(its last unit's end, floor((p_j - 1) / B)); per unit u = [s_u, e_u), the blocks
+    every request holding it could find cached, max(0, min(e_u, min_j c_j) - s_u), each
+    computed at least once (`optimizer.planning.reuse` proves what follows from them)."""
+    block = units.block_tokens
+    cap = np.zeros(len(units.chains), dtype=np.int64)
+    least = np.full(units.num_units, np.iinfo(np.int64).max)  # min c_j over the unit's requests
+    starts = np.zeros(units.num_units, dtype=np.int64)
+    ends = np.zeros(units.num_units, dtype=np.int64)
+    for j, chain in enumerate(units.chains):
+        if not chain:
+            continue
+        c = min(chain[-1][2], (int(prompt_tokens[j]) - 1) // block)
+        cap[j] = c
+        for unit, start, end in chain:
+            least[unit] = min(least[unit], c)
+            starts[unit], ends[unit] = start, end
+    shared = np.maximum(np.minimum(ends, least) - starts, 0) if units.num_units else np.zeros(0, dtype=np.int64)
+    return cap, shared
+
+
+def reuse_summary(requests: pd.DataFrame, block_tokens: int = 16) -> dict[str, object]:
+    """How much prefill an unbounded cache on one replica could save (blocks of `block_tokens`):
+    the unique prefill sum_j (p_j - B c_j) + B sum_u x_u against all prompt tokens."""
+    prompt = requests["prompt_tokens"].to_numpy(dtype=np.int64)
+    units = prefix_units(prefix_chains(requests), block_tokens)
+    cap, shared = cappable_blocks(units, prompt)
+    unique = int((prompt - cap * block_tokens).sum() + shared.sum() * block_tokens)
+    total = int(prompt.sum())
+    return {"block_tokens": block_tokens, "prompt_tokens": total, "unique_prompt_tokens": unique,
+            "reusable_share": round(1 - unique / total, 4) if total else 0.0}

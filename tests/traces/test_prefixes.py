@@ -112,3 +112,16 @@ def test_a_prefix_text_precedes_every_gsm8k_prompt_and_is_shared(tmp_path):
     assert any("shared with the BOS token" in note for note in trace.notes)
     with pytest.raises(TraceError, match="--shared-prefix-tokens instead"):
         load_trace(ROOT / "tests" / "data" / "mooncake.jsonl", prefix_text=text)
+
+
+def test_trace_stats_give_the_share_an_unbounded_cache_could_serve():
+    """Tests the reusable share by hand on the Mooncake sample: requests 0 and 1 share their
+    first 12 full 512-token blocks and nothing else is shared, so the unique prefill is the
+    total, 21,739 prompt tokens, less one copy of 12 x 512; a trace without prefix
+    information gets no such figure (its statistics are as before)."""
+    from optimizer import trace_stats
+
+    stats = trace_stats(load_trace(ROOT / "tests" / "data" / "mooncake.jsonl"))
+    assert stats["prefixes"]["prompt_tokens"] == 21_739
+    assert stats["prefixes"]["unique_prompt_tokens"] == 21_739 - 12 * 512
+    assert "prefixes" not in trace_stats(load_trace(ROOT / "traces" / "sharegpt_batch_2k.csv"))
