@@ -9,7 +9,8 @@ Traces (bundled, made by traces/derive.py; see traces/README.md):
 - traces/gsm8k_rollouts_16.csv: 128 GSM8K prompts behind an 8-shot preamble, 16 samples each
   (native format, prefix_group / prefix_tokens).
 
-Plans table: each trace on 4 H100-TP4 + 4 A100-TP4 llama2-70b replicas (the default fleet).
+Plans tables: each trace on 4 H100-TP4 + 4 A100-TP4 llama2-70b replicas (the default fleet),
+then on 8 H100-TP4.
 The prefix-aware plan is `solve(..., prefix_cache=True)` (the group MIP), the prefix-blind
 plan `solve(..., prefix_cache=False)`, both CP-SAT with a 10 s limit and --deterministic;
 round-robin, least-work and cache-affinity (SGLang's cache-aware router) dispatch at arrival.
@@ -42,6 +43,7 @@ TRACES = {
     "GSM8K rollouts, 16 samples": ROOT / "traces" / "gsm8k_rollouts_16.csv",
 }
 FLEET = "h100-tp4:4,a100-tp4:4"
+FLEETS = (FLEET, "h100-tp4:8")
 
 
 def hit_rate(simulation) -> float:
@@ -50,25 +52,30 @@ def hit_rate(simulation) -> float:
 
 
 def plans() -> None:
-    cluster = parse_replicas(FLEET)
-    for name, path in TRACES.items():
-        requests = load_trace(path).requests
-        bound = trace_bounds(requests, cluster)[0]
-        blind_bound = trace_bounds(requests, cluster, prefix_cache=False)[0]
-        print(f"\n#### {name}: {len(requests):,} requests on {FLEET}; bound with reuse {bound.best_s:,.1f} s "
-              f"({bound.binding}), without reuse {blind_bound.best_s:,.1f} s\n")
-        print("| method | makespan s | makespan / bound | hit rate | estimated s |")
-        print("|---|---:|---:|---:|---:|")
-        runs = []
-        for label, aware in (("prefix-aware plan (group MIP, CP-SAT 10 s)", True), ("prefix-blind plan (CP-SAT 10 s)", False)):
-            planned = solve(requests, cluster, time_limit_s=10, deterministic=True, prefix_cache=aware)
-            runs.append((label, simulate(requests, cluster, dispatch="plan", plan=planned.plan), f"{planned.objective:,.1f}"))
-        for label, rule in (("round-robin", "round-robin"), ("least-work", "least-work"),
-                            ("cache-affinity router (SGLang cache-aware: 0.3, 64, 1.5)", "cache-affinity")):
-            runs.append((label, simulate(requests, cluster, dispatch=rule), ""))
-        for label, simulation, estimated in runs:
-            makespan = float(simulation.requests["finish_s"].max())
-            print(f"| {label} | {makespan:,.1f} | {makespan / bound.best_s:.3f} | {hit_rate(simulation):.1%} | {estimated} |")
+    for fleet in FLEETS:
+        for name, path in TRACES.items():
+            plans_on(name, load_trace(path).requests, fleet)
+
+
+def plans_on(name: str, requests, fleet: str) -> None:
+    """One table: the bound, the two plans and the three routers on one trace and fleet."""
+    cluster = parse_replicas(fleet)
+    bound = trace_bounds(requests, cluster)[0]
+    blind_bound = trace_bounds(requests, cluster, prefix_cache=False)[0]
+    print(f"\n#### {name}: {len(requests):,} requests on {fleet}; bound with reuse {bound.best_s:,.1f} s "
+          f"({bound.binding}), without reuse {blind_bound.best_s:,.1f} s\n")
+    print("| method | makespan s | makespan / bound | hit rate | estimated s |")
+    print("|---|---:|---:|---:|---:|")
+    runs = []
+    for label, aware in (("prefix-aware plan (group MIP, CP-SAT 10 s)", True), ("prefix-blind plan (CP-SAT 10 s)", False)):
+        planned = solve(requests, cluster, time_limit_s=10, deterministic=True, prefix_cache=aware)
+        runs.append((label, simulate(requests, cluster, dispatch="plan", plan=planned.plan), f"{planned.objective:,.1f}"))
+    for label, rule in (("round-robin", "round-robin"), ("least-work", "least-work"),
+                        ("cache-affinity router (SGLang cache-aware: 0.3, 64, 1.5)", "cache-affinity")):
+        runs.append((label, simulate(requests, cluster, dispatch=rule), ""))
+    for label, simulation, estimated in runs:
+        makespan = float(simulation.requests["finish_s"].max())
+        print(f"| {label} | {makespan:,.1f} | {makespan / bound.best_s:.3f} | {hit_rate(simulation):.1%} | {estimated} |")
 
 
 def speed() -> None:
