@@ -164,13 +164,19 @@ def prefix_chains(requests: pd.DataFrame) -> list[tuple[tuple[object, int], ...]
     if "hash_ids" not in requests:
         return groups
     blocks: dict[tuple, tuple] = {}  # samples of one prompt have the same ids
+    merged: dict[tuple, tuple] = {}
     chains = []
     for row, ids in enumerate(requests["hash_ids"].tolist()):
         full = min(len(ids), prompt[row] // HASH_BLOCK_TOKENS)  # a partial last block is never shared
         if (ids, full) not in blocks:
             blocks[ids, full] = tuple((int(h), HASH_BLOCK_TOKENS * (i + 1)) for i, h in enumerate(ids[:full]))
         chain = blocks[ids, full]
-        chains.append(tuple(sorted(groups[row] + chain, key=lambda segment: segment[1])) if groups[row] else chain)
+        if groups[row]:
+            key = (groups[row], ids, full)
+            if key not in merged:
+                merged[key] = tuple(sorted(groups[row] + chain, key=lambda segment: segment[1]))
+            chain = merged[key]
+        chains.append(chain)
     return chains
 
 
