@@ -25,8 +25,10 @@ earliest counting its group's prefix if the replica does not hold it yet). Count
 requests by giving each group's members, longest first, to the replica with a count left
 that would finish earliest; requests alone likewise. The plan kept is the one with the
 least F-makespan (never worse than either incumbent), and the bound is the one with reuse
-(`optimizer.planning.reuse`). Loads are summed as for an offline batch (arrivals enter
-only through the chain term). The blind planner (`optimizer.planning.solve`) plans instead
+(`optimizer.planning.reuse`). The MIP sums loads as for an offline batch; plans are scored
+with releases (a replica's load after each of its arrivals, as `optimizer.planning.formulation`
+does), and on a timed trace the release-aware plans compete too: the blind planner's (given
+half the time) and an arrival-order list schedule with prefixes. The blind planner (`optimizer.planning.solve`) plans instead
 when nothing can be shared (no group, no common unit), and when the fleet serves several
 models (the group MIP does not model eligibility).
 """
@@ -74,20 +76,52 @@ def reuse_costs(requests: pd.DataFrame, cluster: Cluster, estimates: Estimates) 
 
 
 def reuse_makespan(assignment: np.ndarray, costs: ReuseCosts, estimates: Estimates) -> float:
-    """C of the module docstring."""
+    """C of the module docstring, with releases: a replica's load is the latest, over its
+    arrivals t, of t + the work arriving at or after t (each group's prefix with the group's
+    first member there), as `optimizer.planning.formulation` takes it; all at once in an
+    offline batch."""
     kind_of = estimates.kind_of_replica
     rows = np.arange(len(assignment))
     kinds = kind_of[assignment]
     m = len(kind_of)
-    finish = np.zeros(m)
-    np.add.at(finish, assignment, costs.work[rows, kinds])
+    work = costs.work[rows, kinds].copy()
+    arrival = estimates.arrival_s
     g = costs.groups.of_request
-    held = np.unique(np.stack([g[g >= 0], assignment[g >= 0]]), axis=1) if (g >= 0).any() else np.zeros((2, 0), dtype=np.int64)
-    np.add.at(finish, held[1], costs.setup[held[0], kind_of[held[1]]])
+    member = np.flatnonzero(g >= 0)
+    if len(member):  # the prefix goes with the first member of the group on each replica
+        order = member[np.lexsort((member, arrival[member], assignment[member], g[member]))]
+        first = np.r_[True, (g[order][1:] != g[order][:-1]) | (assignment[order][1:] != assignment[order][:-1])]
+        work[order[first]] += costs.setup[g[order[first]], kinds[order[first]]]
+    finish = np.zeros(m)
+    order = np.lexsort((-arrival, assignment))  # by replica, latest arrival first
+    replica, suffix = assignment[order], np.cumsum(work[order])
+    starts = np.r_[0, np.flatnonzero(np.diff(replica)) + 1]
+    suffix -= np.repeat(np.r_[0.0, suffix[starts[1:] - 1]], np.diff(np.r_[starts, len(order)]))
+    np.maximum.at(finish, replica, arrival[order] + suffix)
     used = np.bincount(assignment, minlength=m) > 0
     finish += np.where(used, costs.common[kind_of] + estimates.drain_s[kind_of], 0.0)
-    chain = float(np.max(estimates.arrival_s + estimates.latency_s[rows, kinds])) if len(rows) else 0.0
+    chain = float(np.max(arrival + estimates.latency_s[rows, kinds])) if len(rows) else 0.0
     return max(float(finish.max()), chain)
+
+
+def arrival_schedule(costs: ReuseCosts, estimates: Estimates) -> np.ndarray:
+    """For timed traces: requests in arrival order, each to the replica where it would finish
+    earliest (it starts no sooner than it arrives), its group's prefix counted where the
+    replica does not hold it yet."""
+    kind_of = estimates.kind_of_replica
+    work = np.where(estimates.eligible, costs.work, np.inf)[:, kind_of]
+    g = costs.groups.of_request
+    ready = costs.common[kind_of].copy()
+    holds: set[tuple[int, int]] = set()
+    assignment = np.empty(len(g), dtype=np.int64)
+    for j in np.argsort(estimates.arrival_s, kind="stable").tolist():
+        setup = np.array([0.0 if g[j] < 0 or (g[j], r) in holds else costs.setup[g[j], kind_of[r]] for r in range(len(ready))])
+        after = np.maximum(ready, estimates.arrival_s[j]) + work[j] + setup
+        r = int(np.argmin(after))
+        ready[r] = after[r]
+        assignment[j] = r
+        holds.add((int(g[j]), r))
+    return assignment
 
 
 def group_list_schedule(costs: ReuseCosts, estimates: Estimates) -> np.ndarray:
@@ -187,7 +221,7 @@ def counts_to_assignment(counts: np.ndarray, costs: ReuseCosts, estimates: Estim
 def solve_prefix_aware(requests: pd.DataFrame, cluster: Cluster, *, solver: str, time_limit_s: float, seed: int = 0,
                        num_workers: int = 8, profiles: dict | None = None, deterministic: bool = False):
     """Plan by prefix group (module docstring); a `optimizer.planning.solve.Result`."""
-    from optimizer.planning.solve import Result, solve, timed_plan  # the facade imports this module
+    from optimizer.planning.solve import Result, optimize, solve, timed_plan  # the facade imports this module
 
     started = time.perf_counter()
     output = planning_lengths(requests)
@@ -199,6 +233,12 @@ def solve_prefix_aware(requests: pd.DataFrame, cluster: Cluster, *, solver: str,
     bounds = lower_bounds(estimates, reuse_work(requests, cluster, estimates, output, profiles=profiles))
     blind = lpt(np.where(estimates.eligible, estimates.work_s, np.inf), estimates.kind_of_replica)
     candidates = [group_list_schedule(costs, estimates), blind]
+    if not np.all(estimates.arrival_s == estimates.arrival_s[0]):
+        # Timed: the group MIP sees no releases, so the release-aware plans compete too: the
+        # blind planner's (with half the time) and an arrival-order list schedule.
+        candidates += [arrival_schedule(costs, estimates),
+                       optimize(estimates, bounds.best_s, solver=solver, time_limit_s=time_limit_s / 2, seed=seed,
+                                num_workers=num_workers, deterministic=deterministic).assignment]
     scores = [reuse_makespan(a, costs, estimates) for a in candidates]
     best, best_score = candidates[int(np.argmin(scores))], min(scores)
     incumbent_score, status, cut, message, backend_status = best_score, "FEASIBLE", False, "", "NOT_RUN"

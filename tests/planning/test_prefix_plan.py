@@ -73,3 +73,24 @@ def test_prefix_aware_plans_are_the_same_bytes_every_time(tmp_path):
     for name in ("a.csv", "b.csv"):
         write_plan(solve(requests, cluster, time_limit_s=5, deterministic=True, seed=3).plan, tmp_path / name)
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_timed_traces_are_planned_with_their_releases():
+    """Tests a timed trace (four prompts' samples arriving over 40 s): the plan is valid, its
+    estimate is no worse than the blind LPT plan's under the same reuse model (that plan is
+    one of the candidates), and the simulation ends no earlier than the bound."""
+    from optimizer.fleet.estimates import estimate, planning_lengths
+    from optimizer.planning.prefix_plan import reuse_costs, reuse_makespan
+
+    requests = leveled([3000] * 16, [60] * 16, [f"q{i % 4}" for i in range(16)], [(3000,)] * 16)
+    requests["arrival_s"] = np.arange(16) * 2.5
+    cluster = parse_replicas("h100-tp4:2")
+    aware = solve(requests, cluster, time_limit_s=4, deterministic=True)
+    blind = solve(requests, cluster, solver="lpt", prefix_cache=False)
+    validate_plan(aware.plan, requests, cluster)
+    estimates = estimate(requests, cluster, planning_lengths(requests))
+    costs = reuse_costs(requests, cluster, estimates)
+    replica = {name: r for r, name in enumerate(cluster.names)}
+    blind_assignment = blind.plan.set_index("request_id").loc[requests["request_id"], "replica"].map(replica).to_numpy()
+    assert aware.objective <= reuse_makespan(blind_assignment, costs, estimates) + 1e-9
+    assert aware.lower_bound <= simulate(requests, cluster, dispatch="plan", plan=aware.plan).requests["finish_s"].max()
