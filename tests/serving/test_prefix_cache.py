@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from optimizer import parse_replicas, simulate, solve
 from optimizer.fleet.cluster import Cluster, EngineLimits, Replica
 from optimizer.fleet.sources import profile_for
+from optimizer.serving.deviation import Deviations, Failure, Slowdown
 from optimizer.serving.dispatch import DISPATCHERS
 from optimizer.serving.prefix_cache import cache_summary
 
@@ -92,7 +93,8 @@ instances = st.integers(min_value=1, max_value=30).flatmap(
         st.lists(st.sampled_from([0.0, 0.0, 0.5, 3.0]), min_size=n, max_size=n),
         st.sampled_from(["h100-tp4:2", "small-kv"]),
         st.sampled_from(["sarathi", "vllm"]),
-        st.sampled_from([d for d in DISPATCHERS if d != "repair"]),
+        st.sampled_from(DISPATCHERS),
+        st.booleans(),
     )
 )
 
@@ -101,14 +103,19 @@ instances = st.integers(min_value=1, max_value=30).flatmap(
 @given(instances)
 def test_lockstep_engine_matches_the_reference_engine_with_the_cache_on(instance):
     """Tests, on random traces with shared prefixes (and a KV cache small enough to evict and
-    preempt), that the lockstep engine's results equal the reference engine's bit for bit."""
-    prompts, outputs, groups, gaps, fleet, policy, dispatch = instance
+    preempt; with a slowdown and a failure, which loses a replica's cache), that the lockstep
+    engine's results equal the reference engine's bit for bit."""
+    prompts, outputs, groups, gaps, fleet, policy, dispatch, deviate = instance
     cluster = small_kv(2) if fleet == "small-kv" else parse_replicas(fleet)
     shared = {g: min(p for p, h in zip(prompts, groups) if h == g) for g in set(groups) if g}
     requests = grouped(prompts, outputs, groups, [shared.get(g, 0) for g in groups],
                        [sum(gaps[: i + 1]) for i in range(len(gaps))])
-    plan = solve(requests, cluster, solver="lpt").plan if dispatch == "plan" else None
-    runs = [simulate(requests, cluster, policy=policy, dispatch=dispatch, plan=plan, seed=2, reference=reference)
+    plan = solve(requests, cluster, solver="lpt").plan if dispatch in ("plan", "repair") else None
+    deviations = None
+    if deviate:
+        deviations = Deviations(arrival_jitter_s=0.2, slowdowns=(Slowdown(cluster.names[0], 1.0, 2.0),),
+                                failures=(Failure(cluster.names[-1], 3.0),), seed=1)
+    runs = [simulate(requests, cluster, policy=policy, dispatch=dispatch, plan=plan, seed=2, deviations=deviations, reference=reference)
             for reference in (False, True)]
     pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests, check_exact=True)
     pd.testing.assert_frame_equal(runs[0].replicas, runs[1].replicas, check_exact=True)
