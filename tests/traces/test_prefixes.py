@@ -76,17 +76,19 @@ def test_contradicting_prefix_declarations_are_one_located_error(tmp_path, line,
 
 def test_declared_structure_round_trips_through_the_native_format(tmp_path):
     """Tests --shared-prefix-tokens with --samples-per-prompt: every request under a 20-token
-    level, 3 samples of each prompt sharing it whole; written and read back unchanged."""
+    level, 3 samples of each prompt sharing it whole; written (CSV and Parquet) and read back
+    unchanged."""
     trace = load_trace(ROOT / "traces" / "gsm8k_test.jsonl", shared_prefix_tokens=20, samples_per_prompt=3)
     requests = trace.requests
     assert len(requests) == 3 * 1319
     assert requests["request_id"].iloc[:3].tolist() == ["gsm8k-0#s0", "gsm8k-0#s1", "gsm8k-0#s2"]
     assert requests["prefix_group"].iloc[0] == "shared/gsm8k-0"
     assert requests["prefix_tokens"].iloc[0] == (20, int(requests["prompt_tokens"].iloc[0]))
-    write_trace(requests, tmp_path / "out.csv")
-    again = load_trace(tmp_path / "out.csv").requests
-    assert again["prefix_group"].tolist() == requests["prefix_group"].tolist()
-    assert again["prefix_tokens"].tolist() == requests["prefix_tokens"].tolist()
+    for name in ("out.csv", "out.parquet"):
+        write_trace(requests, tmp_path / name)
+        again = load_trace(tmp_path / name).requests
+        assert again["prefix_group"].tolist() == requests["prefix_group"].tolist()
+        assert again["prefix_tokens"].tolist() == requests["prefix_tokens"].tolist()
 
 
 def test_cli_reports_a_contradicting_declaration_in_one_line(tmp_path):
