@@ -1,7 +1,7 @@
 """Prefix caching: plans and routers side by side against the bound with reuse, and the cache's cost in simulation speed.
 
     python benchmarks/prefix_cache.py                 # both tables (a few minutes)
-    python benchmarks/prefix_cache.py --only plans    # or: speed
+    python benchmarks/prefix_cache.py --only plans    # or: speed, estimates
 
 Traces (bundled, made by traces/derive.py; see traces/README.md):
 - traces/sharegpt_conversations_mooncake.jsonl: 1,487 turns of 400 conversations that resend
@@ -17,6 +17,10 @@ round-robin, least-work and cache-affinity (SGLang's cache-aware router) dispatc
 Every run is simulated with Sarathi batching and the prefix cache on; makespan is the last
 finish, the bound is `trace_bounds` with reuse (and, for reference, without), hit rate is
 cached prompt tokens / prompt tokens looked up.
+
+Estimates table (where the planner's estimates miss, with no cache involved): the blind
+plan (CP-SAT 10 s) of each trace on the default fleet, simulated with the cache off; per
+replica kind, the range of simulated finish / the plan's estimated makespan.
 
 Speed table: the CPU seconds (process time) of `simulate()` with the cache on and off, on the
 same trace and dispatch (least-outstanding), median of 9 runs each in this process, off and on
@@ -78,6 +82,20 @@ def plans_on(name: str, requests, fleet: str) -> None:
         print(f"| {label} | {makespan:,.1f} | {makespan / bound.best_s:.3f} | {hit_rate(simulation):.1%} | {estimated} |")
 
 
+def estimates() -> None:
+    cluster = parse_replicas(FLEET)
+    print("\n| trace | replica kind | simulated finish / estimate |")
+    print("|---|---|---|")
+    for name, path in TRACES.items():
+        requests = load_trace(path).requests
+        planned = solve(requests, cluster, time_limit_s=10, deterministic=True, prefix_cache=False)
+        replicas = simulate(requests, cluster, dispatch="plan", plan=planned.plan, prefix_cache=False).replicas
+        kinds = [replica.kind for replica in cluster.replicas]
+        for kind in dict.fromkeys(kinds):
+            ratios = replicas["last_finish_s"][[k == kind for k in kinds]] / planned.objective
+            print(f"| {name} | {kind} | {ratios.min():.3f} - {ratios.max():.3f} |")
+
+
 def speed() -> None:
     cluster = parse_replicas(FLEET)
     print("\n| trace | requests | cache off CPU s | cache on CPU s | on / off |")
@@ -97,9 +115,11 @@ def speed() -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("plans", "speed"))
+    parser.add_argument("--only", choices=("plans", "estimates", "speed"))
     args = parser.parse_args()
     if args.only in (None, "plans"):
         plans()
+    if args.only in (None, "estimates"):
+        estimates()
     if args.only in (None, "speed"):
         speed()
