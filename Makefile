@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 plan: $(STAMP)
-	$(PY) cli.py solve traces/sharegpt_batch_2k.csv --out plan.csv
+	$(VENV)/bin/fleet-optimizer solve traces/sharegpt_batch_2k.csv --out plan.csv
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q
@@ -38,6 +38,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/simulator.py
 	$(PY) benchmarks/repair.py
 	$(PY) benchmarks/gsm8k.py
+	$(PY) benchmarks/simulator_speed.py
+	$(PY) benchmarks/time_limits.py
+	$(PY) benchmarks/pcmax.py
+	$(PY) benchmarks/fleet_sizing.py
+	$(PY) benchmarks/sweep.py
+	$(PY) benchmarks/batch_files.py
 
 clean:
 	rm -rf $(VENV) plan.csv .pytest_cache

@@ -20,6 +20,7 @@ the solver's child process.
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import sys
 import time
@@ -66,7 +67,7 @@ def choice() -> None:
                 single = f"{candidates[best].label} x{int(found.single[best].counts.sum())}" if best is not None else "none meets it"
                 single_cost = f"{found.single[best].cost_usd:.4f}" if best is not None else "-"
                 print(f"| {name} | {deadline:g} | {billing} | {describe(candidates, chosen.counts)} | {chosen.cost_usd:.4f} | "
-                      f"{chosen.cost_usd / found.lower_bound_usd:.4f} | {single} | {single_cost} | {found.saving:.1%} | "
+                      f"{chosen.cost_usd / found.lower_bound_usd:.4f} | {single} | {single_cost} | {'-' if math.isnan(found.saving) else format(found.saving, '.1%')} | "
                       f"{chosen.sizing.estimated_makespan_s:,.1f} | {chosen.simulated_makespan_s:,.1f} | {'yes' if chosen.met else 'NO'} | "
                       f"{len(chosen.rounds)} | {cpu_s() - started:,.1f} |", flush=True)
 

@@ -10,6 +10,9 @@ from rich.table import Table
 
 import optimizer
 from commands.common import (
+    PrefixTextOpt,
+    SamplesOpt,
+    SharedPrefixOpt,
     EngineOpt,
     FormatOpt,
     ModelOpt,
@@ -38,14 +41,18 @@ def bounds(
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
     model: ModelOpt = None,
+    shared_prefix_tokens: SharedPrefixOpt = None,
+    samples_per_prompt: SamplesOpt = None,
+    prefix_text: PrefixTextOpt = None,
     profiles: ProfilesOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the bounds as JSON.")] = False,
+    no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Bounds for replicas that reuse no prompt prefix (by default declared prefixes are reused).")] = False,
 ) -> None:
     """Print the lower bounds on the makespan of a trace on a cluster, and which one binds."""
     with user_errors():
-        loaded = read_trace(trace, format, arrival_rate, seed, model)
+        loaded = read_trace(trace, format, arrival_rate, seed, model, shared_prefix_tokens, samples_per_prompt, prefix_text)
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
-        found, estimates = optimizer.trace_bounds(loaded.requests, cluster, profiles=read_profiles(profiles))
+        found, estimates = optimizer.trace_bounds(loaded.requests, cluster, profiles=read_profiles(profiles), prefix_cache=not no_prefix_cache)
     if as_json:
         typer.echo(json.dumps(found.as_dict(), indent=2))
         return

@@ -66,6 +66,20 @@ RateOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", callback=number_in(0, MAX_SEED, integer=True), help="Seed of every random draw.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", metavar="MODEL", help="Serve every request with this model, whatever the trace says.")]
+SharedPrefixOpt = Annotated[
+    Optional[int],
+    typer.Option("--shared-prefix-tokens", metavar="N", callback=number_in(1, 2**24, integer=True),
+                 help="Every prompt begins with the same N tokens (a system prompt): engines can reuse their KV cache."),
+]
+PrefixTextOpt = Annotated[
+    Optional[Path],
+    typer.Option("--prefix-text", metavar="FILE", help="Text formats (GSM8K): this text (few-shot examples, a system prompt) precedes every prompt, shared."),
+]
+SamplesOpt = Annotated[
+    Optional[int],
+    typer.Option("--samples-per-prompt", metavar="K", callback=number_in(1, 4096, integer=True),
+                 help="Run every request K times (ids '<id>#s<k>'), the samples sharing their prompt (RL rollouts)."),
+]
 ReplicasOpt = Annotated[
     str,
     typer.Option("--replicas", metavar="SPEC", help="Cluster: inline [MODEL@]GPU-tpN:COUNT groups, e.g. 'h100-tp4:4,a100-tp4:4', or a .toml/.json cluster file."),
@@ -195,8 +209,12 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def read_trace(path: Path, format: str | None, arrival_rate: float | None, seed: int, model: str | None) -> optimizer.Trace:
-    return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model)
+def read_trace(path: Path, format: str | None, arrival_rate: float | None, seed: int, model: str | None,
+               shared_prefix_tokens: int | None = None, samples_per_prompt: int | None = None,
+               prefix_text: Path | None = None) -> optimizer.Trace:
+    return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model,
+                                shared_prefix_tokens=shared_prefix_tokens, samples_per_prompt=samples_per_prompt,
+                                prefix_text=prefix_text)
 
 
 def with_predicted_lengths(requests, length_error: float | None, history: Path | None, seed: int):

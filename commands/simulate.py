@@ -18,7 +18,11 @@ from optimizer.reporting.trace_events import write_trace_events
 from optimizer.common.options import parse_options
 from optimizer.serving.metrics import with_slo_targets
 from optimizer.serving.predictor import prediction_error
+from optimizer.serving.prefix_cache import cache_summary
 from commands.common import (
+    PrefixTextOpt,
+    SamplesOpt,
+    SharedPrefixOpt,
     EngineOpt,
     FailOpt,
     FormatOpt,
@@ -59,8 +63,8 @@ def simulate(
     engine: EngineOpt = "",
     source: SourceOpt = "auto",
     plan: Annotated[Optional[Path], typer.Option("--plan", help="Plan CSV to follow (with --dispatch plan, the default when a plan is given, or repair).")] = None,
-    dispatch: Annotated[Optional[str], typer.Option("--dispatch", help="plan, repair (the plan repaired online; plans first if no --plan), round-robin, least-outstanding (default without a plan), least-work, random.")] = None,
-    dispatch_option: Annotated[list[str], typer.Option("--dispatch-option", help="KEY=NUMBER option of the repairer (repeatable): slack_s, max_moves, interval_s.")] = [],
+    dispatch: Annotated[Optional[str], typer.Option("--dispatch", help="plan, repair (the plan repaired online; plans first if no --plan), round-robin, least-outstanding (default without a plan), least-work, random, cache-affinity (SGLang's cache-aware router).")] = None,
+    dispatch_option: Annotated[list[str], typer.Option("--dispatch-option", help="KEY=NUMBER option of the dispatcher (repeatable): repair's slack_s, max_moves, interval_s; cache-affinity's cache_threshold, balance_abs, balance_rel.")] = [],
     policy: Annotated[str, typer.Option("--policy", help="Batching policy of every replica: vllm, sarathi, orca, static, s3, uellm, slai, hybrid ('repair' is short for --dispatch repair).")] = "sarathi",
     policy_option: Annotated[list[str], typer.Option("--policy-option", help="KEY=NUMBER option of the batching policy (repeatable), e.g. budget_tokens=256 for slai.")] = [],
     length_error: LengthErrorOpt = None,
@@ -76,7 +80,11 @@ def simulate(
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
     model: ModelOpt = None,
+    shared_prefix_tokens: SharedPrefixOpt = None,
+    samples_per_prompt: SamplesOpt = None,
+    prefix_text: PrefixTextOpt = None,
     profiles: ProfilesOpt = None,
+    no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Replicas reuse no prompt prefix (results as without prefix information).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Replay a trace iteration by iteration on a cluster and report what it would really take.
@@ -91,7 +99,7 @@ def simulate(
         for path in (out_path, summary_path, events_path):
             if path is not None:
                 check_output(path)  # before any work: a bad path costs nothing
-        loaded = read_trace(trace, format, arrival_rate, seed, model)
+        loaded = read_trace(trace, format, arrival_rate, seed, model, shared_prefix_tokens, samples_per_prompt, prefix_text)
         loaded = dataclasses.replace(loaded, requests=with_slo_targets(loaded.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e))
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         user_profiles = read_profiles(profiles)
@@ -114,8 +122,9 @@ def simulate(
                 profiles=user_profiles, policy_options=parse_options(policy_option),
                 dispatch_options=parse_options(dispatch_option), deviations=deviations, belief=belief,
                 progress=(lambda now_s: simulating(label, now_s)) if simulating else None,
+                prefix_cache=not no_prefix_cache,
             )
-        figures = optimizer.summary(result, loaded.requests)
+        figures = {**optimizer.summary(result, loaded.requests), **cache_summary(result.replicas)}
         with all_or_nothing():  # every output of the run, or none
             if out_path is not None:
                 optimizer.write_simulation(result, out_path)
@@ -131,6 +140,10 @@ def simulate(
         error = prediction_error(requests["predicted_output_tokens"].to_numpy(dtype=float), loaded.requests["output_tokens"].to_numpy(dtype=float))
         out.print(f"predicted lengths: MAE {error['mae_tokens']:,.1f} tokens, {error['within_50']:.1%} within 50, {error['within_100']:.1%} within 100")
     out.print(f"makespan {figures['makespan_s']:,.1f} s, utilization {figures['utilization']:.1%}, preemptions {figures['preemptions']:,}, replica-hours {figures['replica_hours']:.2f}")
+    if "prefix_cache" in figures:
+        cache = figures["prefix_cache"]
+        out.print(f"prefix cache: hit rate {cache['hit_rate']:.1%}, {cache['tokens_saved']:,} prompt tokens saved, {cache['evicted_blocks']:,} blocks evicted; "
+                  "per replica " + ", ".join(f"{name} {r['hit_rate']:.0%}" for name, r in cache["per_replica"].items()))
     if figures["moved_requests"] or figures["restarted_requests"] or deviations.failures:
         out.print(f"moved {figures['moved_requests']:,} requests, restarted {figures['restarted_requests']:,} after failures, redid {figures['redone_tokens']:,} tokens")
     table_out = Table("latency s", "p50", "p90", "p99")

@@ -20,6 +20,9 @@ from optimizer.planning.solve import OBJECTIVES
 from optimizer.serving.metrics import with_slo_targets
 from commands.common import (
     ContextOpt,
+    PrefixTextOpt,
+    SamplesOpt,
+    SharedPrefixOpt,
     DeterministicOpt,
     EngineOpt,
     FormatOpt,
@@ -73,10 +76,14 @@ def solve(
     arrival_rate: RateOpt = None,
     seed: SeedOpt = 0,
     model: ModelOpt = None,
+    shared_prefix_tokens: SharedPrefixOpt = None,
+    samples_per_prompt: SamplesOpt = None,
+    prefix_text: PrefixTextOpt = None,
     profiles: ProfilesOpt = None,
     tokenizer: TokenizerOpt = None,
     split_dir: Annotated[Optional[Path], typer.Option("--split-dir", metavar="DIR", help="Batch files: also write DIR/<replica>.jsonl (that replica's input lines, byte for byte, in plan order) and DIR/manifest.json with the command that runs each.")] = None,
     results_dir: Annotated[str, typer.Option("--results-dir", metavar="DIR", help="Where the manifest's commands write the runner's results.")] = "out",
+    no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Plan as if replicas reused no prompt prefix (by default a trace that declares shared prefixes is planned by prefix group).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Plan a trace on a cluster and write the plan as CSV.
@@ -88,7 +95,7 @@ def solve(
         check_output(out_path)
         if split_dir is not None:
             check_split_dir(split_dir)
-        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer)
+        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer, shared_prefix_tokens, samples_per_prompt, prefix_text)
         if split_dir is not None and loaded.format != "batch":
             raise OptimizerError(f"--split-dir cuts batch files (OpenAI batch JSON lines); {trace} is a {loaded.format} trace.")
         unknown = int(loaded.requests["output_tokens"].isna().sum())
@@ -110,6 +117,7 @@ def solve(
             result = optimizer.solve(
                 requests, cluster, solver=solver, time_limit_s=time_limit, formulation=formulation,
                 seed=seed, profiles=user_profiles, progress=status.solving, deterministic=deterministic, objective=objective,
+                prefix_cache=not no_prefix_cache,
             )
         optimizer.validate_plan(result.plan, requests, cluster)
         with all_or_nothing():  # the split last: if it fails, the plan is not written either

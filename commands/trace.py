@@ -13,6 +13,9 @@ import optimizer
 from optimizer.common.files import check_output
 from optimizer.traces.results import read_results
 from commands.common import (
+    PrefixTextOpt,
+    SamplesOpt,
+    SharedPrefixOpt,
     FormatOpt,
     ModelOpt,
     RateOpt,
@@ -29,11 +32,15 @@ TokenizerOpt = Annotated[
 ]
 
 
-def read_trace_with(path: Path, format, arrival_rate, seed, model, tokenizer: Path | None) -> optimizer.Trace:
+def read_trace_with(path: Path, format, arrival_rate, seed, model, tokenizer: Path | None,
+                    shared_prefix_tokens: int | None = None, samples_per_prompt: int | None = None,
+                    prefix_text: Path | None = None) -> optimizer.Trace:
     """`read_trace`, counting a batch file's prompt tokens with `tokenizer` when one is given."""
     if tokenizer is None:
-        return read_trace(path, format, arrival_rate, seed, model)
-    return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model, tokenizer=tokenizer)
+        return read_trace(path, format, arrival_rate, seed, model, shared_prefix_tokens, samples_per_prompt, prefix_text)
+    return optimizer.load_trace(path, format=format, arrival_rate=arrival_rate, seed=seed, model=model, tokenizer=tokenizer,
+                                shared_prefix_tokens=shared_prefix_tokens, samples_per_prompt=samples_per_prompt,
+                                prefix_text=prefix_text)
 
 
 app = typer.Typer(
@@ -51,11 +58,16 @@ def trace_stats(
     seed: SeedOpt = 0,
     model: ModelOpt = None,
     tokenizer: TokenizerOpt = None,
+    shared_prefix_tokens: SharedPrefixOpt = None,
+    samples_per_prompt: SamplesOpt = None,
+    prefix_text: PrefixTextOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """Print request counts, arrival rate and token-length percentiles of a trace."""
+    """Print request counts, arrival rate and token-length percentiles of a trace (and, when it
+    declares shared prefixes, how much of its prefill a cache could reuse)."""
     with user_errors():
-        stats = optimizer.trace_stats(read_trace_with(trace, format, arrival_rate, seed, model, tokenizer))
+        stats = optimizer.trace_stats(read_trace_with(trace, format, arrival_rate, seed, model, tokenizer,
+                                                      shared_prefix_tokens, samples_per_prompt, prefix_text))
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
         return
@@ -69,6 +81,10 @@ def trace_stats(
         if figures is not None:
             table.add_row(label, *(f"{figures[k]:,.0f}" if k != "mean" else f"{figures[k]:,.1f}" for k in ("known", "mean", "p50", "p90", "p99", "max", "total")))
     out.print(table)
+    if "prefixes" in stats:
+        p = stats["prefixes"]
+        out.print(f"prefixes  unique prefill {p['unique_prompt_tokens']:,} of {p['prompt_tokens']:,} prompt tokens: an unbounded "
+                  f"cache on one replica would serve {p['reusable_share']:.1%} ({p['block_tokens']}-token blocks)")
     for note in stats["notes"]:
         out.print(f"note: {note}")
 
@@ -82,11 +98,15 @@ def trace_convert(
     seed: SeedOpt = 0,
     model: ModelOpt = None,
     tokenizer: TokenizerOpt = None,
+    shared_prefix_tokens: SharedPrefixOpt = None,
+    samples_per_prompt: SamplesOpt = None,
+    prefix_text: PrefixTextOpt = None,
 ) -> None:
-    """Rewrite any supported trace in the native format (CSV or Parquet)."""
+    """Rewrite any supported trace in the native format (CSV or Parquet); declared prefixes
+    become its prefix_group and prefix_tokens columns."""
     with user_errors():
         check_output(out_path)
-        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer)
+        loaded = read_trace_with(trace, format, arrival_rate, seed, model, tokenizer, shared_prefix_tokens, samples_per_prompt, prefix_text)
         optimizer.write_trace(loaded.requests, out_path)
     out.print(f"Wrote {out_path} ({loaded.num_requests:,} requests from the {loaded.format} trace)")
 

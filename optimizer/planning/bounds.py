@@ -16,11 +16,18 @@ E_j the kinds eligible for j):
   longest requests some replica runs q+1 of them. Computed over all requests and
   replicas, and over each model's requests and the replicas serving that model.
 
+With a prefix cache, a request's least work and latency shrink by the prompt blocks it may
+find cached, and the blocks it shares are jobs of their own, computed at least once
+(`optimizer.planning.reuse` proves it): the work bound then runs on w' plus those jobs (in
+the fractional part; the release-time form leaves them out, which only lowers it), the
+chain bound on l', and the P||Cmax bound on w'.
+
 `lower_bounds` reports each bound and which one binds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +38,8 @@ from optimizer.common.errors import OptimizerError
 from optimizer.fleet.cluster import Cluster
 from optimizer.fleet.estimates import Estimates, estimate, hindsight_lengths
 from optimizer.fleet.profile import Profile
+from optimizer.planning.reuse import Reuse, reuse_work
+from optimizer.traces.prefixes import has_prefixes
 
 #: Beyond this many distinct requests, the LP that finds the prices y is solved on works
 #: rounded down to a 0.5% geometric grid, merged into classes. Any y >= 0 with
@@ -60,15 +69,23 @@ class Bounds:
 
 
 def trace_bounds(
-    requests: pd.DataFrame, cluster: Cluster, *, profiles: dict[tuple[str, str, int], Profile] | None = None
+    requests: pd.DataFrame, cluster: Cluster, *, profiles: dict[tuple[str, str, int], Profile] | None = None,
+    prefix_cache: bool = True,
 ) -> tuple[Bounds, Estimates]:
-    """Lower bounds of a request table on a cluster, with the estimates they come from."""
-    estimates = estimate(requests, cluster, hindsight_lengths(requests), profiles=profiles)
-    return lower_bounds(estimates), estimates
+    """Lower bounds of a request table on a cluster, with the estimates they come from; with
+    `prefix_cache` and a trace that declares shared prefixes, the bounds with reuse."""
+    lengths = hindsight_lengths(requests)
+    estimates = estimate(requests, cluster, lengths, profiles=profiles)
+    reuse = reuse_work(requests, cluster, estimates, lengths, profiles=profiles) if prefix_cache and has_prefixes(requests) else None
+    return lower_bounds(estimates, reuse), estimates
 
 
-def lower_bounds(estimates: Estimates) -> Bounds:
-    """All lower bounds of the module docstring."""
+def lower_bounds(estimates: Estimates, reuse: Reuse | None = None) -> Bounds:
+    """All lower bounds of the module docstring (with reuse when `reuse` is given)."""
+    if reuse is not None:
+        shared = reuse.shared_work_s
+        estimates = dataclasses.replace(estimates, min_work_s=reuse.min_work_s, min_latency_s=reuse.min_latency_s)
+        return Bounds(work_s=work_bound(estimates, shared), chain_s=chain_bound(estimates), pcmax_s=pcmax_bound(estimates))
     return Bounds(work_s=work_bound(estimates), chain_s=chain_bound(estimates), pcmax_s=pcmax_bound(estimates))
 
 
@@ -80,12 +97,14 @@ def chain_bound(estimates: Estimates) -> float:
     return float(np.max(estimates.arrival_s + _masked(estimates.min_latency_s, estimates.eligible).min(axis=1)))
 
 
-def work_bound(estimates: Estimates) -> float:
-    """The fractional-assignment bound, and its release-time form (see the module docstring)."""
+def work_bound(estimates: Estimates, shared_work_s: np.ndarray | None = None) -> float:
+    """The fractional-assignment bound, and its release-time form (see the module docstring);
+    `shared_work_s` (jobs x kinds, inf where a job cannot run) are more jobs without arrivals."""
     work = _masked(estimates.min_work_s, estimates.eligible)
-    prices = _lp_prices(work, estimates.num_replicas_of_kind)
+    jobs = work if shared_work_s is None or not len(shared_work_s) else np.vstack([work, shared_work_s])
+    prices = _lp_prices(jobs, estimates.num_replicas_of_kind)
     # Priced on eligible kinds only (0 x inf would be undefined where a price is 0).
-    priced = np.where(estimates.eligible, prices[None, :] * estimates.min_work_s, np.inf)
+    priced = np.where(np.isfinite(jobs), prices[None, :] * np.where(np.isfinite(jobs), jobs, 0.0), np.inf)
     fractional = float(priced.min(axis=1).sum())
     # max over t = a_j of t + (fastest work of requests arriving at or after t) / m.
     fastest = work.min(axis=1) / len(estimates.kind_of_replica)

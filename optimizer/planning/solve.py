@@ -41,7 +41,8 @@ from optimizer.planning.backends import (
     lp_relaxation,
     solve_model,
 )
-from optimizer.planning import identical
+from optimizer.planning import identical, prefix_plan
+from optimizer.traces.prefixes import has_prefixes
 from optimizer.planning.bounds import Bounds, lower_bounds
 from optimizer.planning import latency, slo
 from optimizer.planning.formulation import (
@@ -156,6 +157,7 @@ def solve(
     progress: Progress | None = None,
     deterministic: bool = False,
     objective: str = "auto",
+    prefix_cache: bool = True,
 ) -> Result:
     """Assign every request to a replica, order each replica's requests and time them.
 
@@ -171,6 +173,9 @@ def solve(
             loaded machine); by default the limit is also a wall-clock cap, and
             `Result.wall_clock_cut` says when it, not the budget, stopped the solver.
         objective: one of OBJECTIVES. Heuristic solvers ignore it (their plan is scored by it).
+        prefix_cache: plan for replicas that reuse shared prompt prefixes, by prefix group
+            (`optimizer.planning.prefix_plan`), when the trace declares them and a solver
+            backend plans; False plans as if nothing were reused.
 
     Raises:
         OptimizerError: for an unknown solver or formulation, a time limit <= 0, a model no
@@ -182,6 +187,10 @@ def solve(
         raise OptimizerError(f"Unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}.")
     if objective == "auto":
         objective = "makespan" if bool((requests["arrival_s"] == requests["arrival_s"].iloc[0]).all()) else "latency"
+    # Issue 16 hook: traces that declare shared prefixes are planned by prefix group.
+    if prefix_cache and has_prefixes(requests) and prefix_plan.applies(requests, cluster, solver):
+        return prefix_plan.solve_prefix_aware(requests, cluster, solver=solver, time_limit_s=time_limit_s, seed=seed,
+                                              num_workers=num_workers, profiles=profiles, deterministic=deterministic)
     output = planning_lengths(requests)
     estimates = estimate(requests, cluster, output, profiles=profiles)
     bounds = lower_bounds(estimates)

@@ -59,10 +59,12 @@ class Vllm(Policy):
         chunks, budget = [], engine.limits.max_num_batched_tokens
         slots = engine.limits.max_num_seqs - len(engine.running)
         for seq in engine.waiting_in_order():
+            # The room check comes first: with a prefix cache it sets what is left to prefill.
+            if slots <= 0 or not engine.can_admit(seq, extra_blocks=sum(engine.blocks_for(s.prefill_left) for s, _ in chunks)):
+                break
             need = seq.prefill_left
             # A prompt longer than the budget runs alone (vLLM requires budget >= model length).
-            too_long = need > budget and bool(chunks)
-            if slots <= 0 or too_long or not engine.can_admit(seq, extra_blocks=sum(engine.blocks_for(s.prefill_left) for s, _ in chunks)):
+            if need > budget and chunks:
                 break
             chunks.append((seq, need))
             budget -= need

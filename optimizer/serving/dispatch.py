@@ -11,6 +11,8 @@ failed, and `queue_key(row)`, its place in that replica's waiting queue.
 - ``least-outstanding``: the eligible replica with the fewest waiting and running requests.
 - ``least-work``: the eligible replica with the least remaining estimated work.
 - ``random``: a uniformly random eligible replica (seeded).
+- ``cache-affinity``: SGLang's cache-aware router, the longest cached prefix unless the
+  load is imbalanced (`optimizer.serving.affinity`).
 - ``repair``: the plan, repaired online where reality deviates from it (`Repair`).
 Ties go to the lowest replica index.
 """
@@ -18,6 +20,7 @@ Ties go to the lowest replica index.
 from __future__ import annotations
 
 from optimizer.common.errors import OptimizerError
+from optimizer.serving.affinity import CacheAffinity
 from optimizer.serving.predictor import LengthBelief
 from optimizer.serving.repairer import Repair
 from optimizer.serving.rules import (
@@ -28,14 +31,15 @@ from optimizer.serving.rules import (
     RoundRobin,
 )
 
-DISPATCHERS = ("plan", "round-robin", "least-outstanding", "least-work", "random", "repair")
+DISPATCHERS = ("plan", "round-robin", "least-outstanding", "least-work", "random", "repair", "cache-affinity")
 
 
 def make_dispatcher(name: str, requests, cluster, estimates, *, plan=None, seed: int = 0, options=None, belief=None):
     if name not in DISPATCHERS:
         raise OptimizerError(f"Unknown dispatch policy {name!r}; choose one of: {', '.join(DISPATCHERS)}.")
-    if options and name != "repair":
-        raise OptimizerError(f"Dispatch policy {name!r} has no options; only repair has ({', '.join(Repair.options)}).")
+    if options and name not in ("repair", "cache-affinity"):
+        raise OptimizerError(f"Dispatch policy {name!r} has no options; only repair ({', '.join(Repair.options)}) and "
+                             f"cache-affinity ({', '.join(CacheAffinity.options)}) have.")
     if name in ("plan", "repair"):
         if plan is None:
             raise OptimizerError(f"Dispatch {name!r} needs a plan (--plan plan.csv).")
@@ -47,4 +51,6 @@ def make_dispatcher(name: str, requests, cluster, estimates, *, plan=None, seed:
     classes = {"round-robin": RoundRobin, "least-outstanding": LeastOutstanding, "least-work": LeastWork}
     if name == "random":
         return Random(requests, cluster, estimates, seed=seed)
+    if name == "cache-affinity":
+        return CacheAffinity(requests, cluster, estimates, **(options or {}))
     return classes[name](requests, cluster, estimates)

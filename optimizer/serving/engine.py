@@ -16,6 +16,8 @@ with S = sum((P + L)^2 - P^2) and the forms of `optimizer.fleet.profile`.
   blocks; when a decode step needs a block and none is free, the most recently admitted
   running request is preempted (its blocks freed, its prompt and generated tokens
   recomputed later) and the preemption is counted.
+- With a prefix cache (`optimizer.serving.prefix_cache`), an admitted request skips the
+  cached blocks of its prompt and the blocks it computes are cached for later requests.
 - Runs of identical decode iterations (nothing to admit, nothing finishing, no arrival) are
   fast-forwarded in closed form: k iterations of B sequences take
   k decode(B, C) + d2 B k (k - 1) / 2.
@@ -47,7 +49,8 @@ class Sequence:
 
     __slots__ = ("row", "prompt", "output", "arrival", "prefill_need", "prefilled", "generated", "kv_tokens",
                  "blocks", "start", "first_token", "finish", "preemptions", "admitted", "queue_key",
-                 "predicted", "tbt_target", "e2e_target", "last_token", "restarts", "queue_rank", "tick0")
+                 "predicted", "tbt_target", "e2e_target", "last_token", "restarts", "queue_rank", "tick0",
+                 "units", "held", "shared_blocks", "next_unit", "cached_tokens")
 
     def __init__(self, row: int, prompt: int, output: int, arrival: float, queue_key: float,
                  predicted: int | None = None, tbt_target: float = math.inf, e2e_target: float = math.inf):
@@ -70,6 +73,9 @@ class Sequence:
         self.queue_key = queue_key  # waiting-queue order (arrival, or plan order)
         self.queue_rank = 0  # order among equal keys (`optimizer.serving.waiting`)
         self.tick0 = -1  # the lockstep engine's step its counters were last brought up to
+        # Prefix cache (`optimizer.serving.prefix_cache`): its units here, the cached ones it holds,
+        # its blocks among those, the next unit to cache, the prompt tokens its admissions found.
+        self.units, self.held, self.shared_blocks, self.next_unit, self.cached_tokens = (), [], 0, 0, 0
 
     @property
     def prefill_left(self) -> int:
@@ -110,6 +116,8 @@ class Engine:
         self.progress = None  # called with the clock after each step, for progress display
         self.stable = getattr(policy, "stable", True)  # may runs of decodes be fast-forwarded?
         self.observe = getattr(policy, "observe", None)  # the policy watches iteration times
+        self.cache = None  # a PrefixCache when prefix caching is on
+        self.unit_chains = None  # each request's prefix units on this replica (with the cache)
 
     # -- queries used by the batching policies --------------------------------------
 
@@ -117,6 +125,8 @@ class Engine:
         return -(-tokens // self.limits.block_size_tokens)
 
     def can_admit(self, seq: Sequence, extra_blocks: int = 0) -> bool:
+        if self.cache is not None and seq.units:  # policies read prefill_left after this check
+            return self.blocks_for(seq.prefill_need + 1) - self.cache.peek(seq) <= self.free_blocks - extra_blocks
         return self.blocks_for(seq.prefill_need + 1) <= self.free_blocks - extra_blocks
 
     def waiting_in_order(self):
@@ -145,6 +155,8 @@ class Engine:
     # -- mechanics -----------------------------------------------------------------
 
     def enqueue(self, seq: Sequence, now: float) -> None:
+        if self.unit_chains is not None:
+            seq.units = self.unit_chains[seq.row]
         # Sorting policies (S3, UELLM) order the queue themselves; others keep the dispatch order.
         if hasattr(self.policy, "queue_key"):
             seq.queue_key = self.policy.queue_key(seq)
@@ -170,6 +182,9 @@ class Engine:
                 lost_tokens += seq.kv_tokens
             seq.prefill_need = seq.prompt + seq.generated
             seq.prefilled = seq.kv_tokens = seq.blocks = 0
+            seq.held, seq.shared_blocks, seq.next_unit = [], 0, 0
+        if self.cache is not None:
+            self.cache.clear()
         self.running, self.running_set = [], set()
         self.free_blocks = self.total_blocks
         self.failed = True
@@ -213,6 +228,8 @@ class Engine:
         self.waiting.remove(seq)
         seq.blocks = self.blocks_for(seq.prefill_need + 1)
         self.free_blocks -= seq.blocks
+        if self.cache is not None:
+            self.free_blocks += self.cache.admit(seq)
         seq.admitted = self.admissions
         self.admissions += 1
         if math.isnan(seq.start):
@@ -220,11 +237,20 @@ class Engine:
         self.running.append(seq)
         self.running_set.add(seq)
 
-    def _run_once(self, iteration: Iteration) -> None:
-        """One iteration with prefill chunks (and possibly decodes)."""
-        for seq, _ in iteration.prefill:
+    def _start_prefills(self, iteration: Iteration) -> None:
+        """Admit the iteration's new sequences in chunk order. With a prefix cache, a chunk's
+        blocks are cached as it is scheduled, so a later chunk of the same iteration finds them
+        (vLLM V1 caches blocks when it allocates them; each layer writes its KV before its
+        attention reads it), and a chunk larger than what is left to prefill shrinks to it."""
+        for i, (seq, tokens) in enumerate(iteration.prefill):
             if seq not in self.running_set:
                 self._admit(seq)
+            if self.cache is not None:
+                iteration.prefill[i] = self.cache.schedule(seq, tokens)
+
+    def _run_once(self, iteration: Iteration) -> None:
+        """One iteration with prefill chunks (and possibly decodes)."""
+        self._start_prefills(iteration)
         decode = [s for s in iteration.decode if s.decoding]
         self._make_room(decode)
         decode = [s for s in decode if s in self.running_set]
@@ -290,6 +316,8 @@ class Engine:
             seq.kv_tokens += k
             seq.blocks = max(seq.blocks, self.blocks_for(seq.kv_tokens + 1))
         self.free_blocks = self.total_blocks - sum(s.blocks for s in self.running)
+        if self.cache is not None:  # cached blocks count once, however many sequences hold them
+            self.free_blocks += sum(s.shared_blocks for s in self.running) - self.cache.referenced_blocks
         self._advance(duration, iterations=k)
         for seq in decode:
             seq.last_token = self.clock
@@ -333,7 +361,7 @@ class Engine:
     def _preempt(self, seq: Sequence, to_back: bool = False) -> None:
         self.running.remove(seq)
         self.running_set.discard(seq)
-        self.free_blocks += seq.blocks
+        self.free_blocks += seq.blocks if self.cache is None else self.cache.leave(seq)
         seq.blocks = 0
         seq.preemptions += 1
         # Recompute: the prompt and every generated token are prefilled again.
@@ -346,6 +374,8 @@ class Engine:
             self.waiting.put_front(seq)
 
     def _advance(self, duration_s: float, iterations: int = 1) -> None:
+        if self.cache is not None:  # the iteration's allocations may have overwritten cached blocks
+            self.cache.trim(self.free_blocks)
         # KV use is highest at the end of an iteration, when every block it needed is held.
         self.peak_blocks = max(self.peak_blocks, self.total_blocks - self.free_blocks)
         if self.observe is not None:
@@ -367,7 +397,7 @@ class Engine:
     def _release(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.running_set.discard(seq)
-        self.free_blocks += seq.blocks
+        self.free_blocks += seq.blocks if self.cache is None else self.cache.leave(seq)
         seq.blocks = 0
 
     def retire_batch(self, evict: bool) -> None:

@@ -144,9 +144,7 @@ class LockstepEngine(Engine):
 
     def _run_once(self, iteration: Iteration) -> None:
         """The reference `_run_once` (prefill chunks and possibly decodes), in O(chunks)."""
-        for seq, _ in iteration.prefill:
-            if seq not in self.running_set:
-                self._admit(seq)
+        self._start_prefills(iteration)
         batch = len(iteration.decode)
         if batch:
             need = self.crossings(1)

@@ -261,7 +261,8 @@ class Repair(FollowPlan, NamedOptions):
         return starts, finishes
 
     def _earliest(self, row: int, engines, finish: np.ndarray) -> int:
-        costs = [finish[r] + self.work(row, r) if self.usable(row, r, engines) else np.inf for r in range(len(engines))]
+        # Issue 16 hook: a replica whose prefix cache holds the request's prefix saves that prefill.
+        costs = [finish[r] + self.work(row, r) - self.prefix_saving(row, r, engines) if self.usable(row, r, engines) else np.inf for r in range(len(engines))]
         return int(np.argmin(costs))
 
     def rebalance(self, now: float, engines) -> None:
@@ -285,7 +286,7 @@ class Repair(FollowPlan, NamedOptions):
             if b == a or not deviation[a] - deviation[b] > self.slack_s:
                 return
             seq = next((s for s in reversed(engines[a].waiting)
-                        if self.eligible(s.row, b) and finish[b] + self.work(s.row, b) + self.slack_s < finish[a]), None)
+                        if self.eligible(s.row, b) and finish[b] + self.work(s.row, b) - self.prefix_saving(s.row, b, engines) + self.slack_s < finish[a]), None)
             if seq is None:
                 return
             self._move(seq, a, b, now, engines, finish)

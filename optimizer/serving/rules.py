@@ -19,6 +19,8 @@ class _Dispatcher:
         self.eligible_kind = estimates.eligible
         self.work_kind = estimates.work_s
         self.arrival = estimates.arrival_s
+        self.prefill_kind = estimates.prefill_s
+        self.prompt_tokens = requests["prompt_tokens"].to_numpy(dtype=np.int64)
         self.replica_of = np.full(len(requests), -1, dtype=np.int64)  # where each request is now
 
     def placed(self, row: int, replica: int) -> None:
@@ -35,6 +37,16 @@ class _Dispatcher:
 
     def queue_key(self, row: int) -> float:
         return float(self.arrival[row])
+
+    def prefix_saving(self, row: int, replica: int, engines) -> float:
+        """Seconds of the request's estimated prefill that the replica's prefix cache holds now
+        (its cached prompt share x its prefill estimate; 0 without a cache)."""
+        engine = engines[replica]
+        if engine.cache is None:
+            return 0.0
+        prompt = int(self.prompt_tokens[row])
+        hit, _ = engine.cache.match(engine.unit_chains[row], prompt)
+        return hit * engine.cache.block_tokens / prompt * float(self.prefill_kind[row, self.kind[replica]])
 
 
 class RoundRobin(_Dispatcher):

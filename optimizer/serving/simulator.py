@@ -10,6 +10,10 @@ its iteration-time model, KV cache and preemption are described there.
 - Deviations (`optimizer.serving.deviation`): real arrivals may differ from the trace's, a replica
   may slow down (its iteration times scaled from a given time) or fail (its unfinished
   requests dispatched again, restarted by recomputation, counted).
+- Prefix caching (`optimizer.serving.prefix_cache`): when the trace says which requests
+  share prompt prefixes (`optimizer.traces.prefixes`), each replica caches the prefix
+  blocks it computes and later requests skip them; `prefix_cache=False` turns it off and
+  gives exactly the results of an engine without one.
 - Deterministic: events in (time, kind: failure, arrival, tick; trace order); replicas
   advance in cluster order; the only random draws are seeded (dispatch, deviations).
 """
@@ -35,7 +39,9 @@ from optimizer.serving.deviation import Deviations
 from optimizer.serving.dispatch import make_dispatcher
 from optimizer.serving.engine import Engine, Sequence
 from optimizer.serving.lockstep import LockstepEngine
+from optimizer.serving.prefix_cache import PrefixCache, cache_counters
 from optimizer.serving.predictor import LengthBelief
+from optimizer.traces.prefixes import has_prefixes, prefix_chains, prefix_units
 from optimizer.serving.results import Simulation
 
 
@@ -55,6 +61,7 @@ def simulate(
     belief: LengthBelief | None = None,
     progress: Callable[[float], None] | None = None,
     reference: bool = False,
+    prefix_cache: bool = True,
 ) -> Simulation:
     """Replay `requests` (with their actual output lengths) on `cluster`.
 
@@ -71,6 +78,8 @@ def simulate(
             watches, so results are the same with or without it.
         reference: run every replica on the reference engine, even under lockstep
             policies (same results, slower; for checking the lockstep engine).
+        prefix_cache: replicas reuse the KV blocks of prompt prefixes the trace declares
+            shared (no effect on traces without prefix information).
     """
     if policy not in POLICIES:
         raise OptimizerError(f"Unknown batching policy {policy!r}; choose one of: {', '.join(POLICIES)}.")
@@ -86,6 +95,8 @@ def simulate(
     POLICIES[policy](**(policy_options or {}))  # validate the options once, before any work
     kind = Engine if reference or not getattr(POLICIES[policy], "lockstep", False) else LockstepEngine
     engines = [kind(r, profile_for(r, profiles), POLICIES[policy](**(policy_options or {}))) for r in cluster.replicas]
+    if prefix_cache and has_prefixes(requests):
+        _attach_caches(engines, requests)
     if progress is not None:
         for engine in engines:
             engine.progress = progress
@@ -153,6 +164,18 @@ def simulate(
     return _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch, arrival, redone)
 
 
+def _attach_caches(engines: list[Engine], requests: pd.DataFrame) -> None:
+    """A prefix cache per replica, with each request's units at the replica's block size."""
+    chains = prefix_chains(requests)
+    by_block = {}
+    for engine in engines:
+        block = engine.limits.block_size_tokens
+        if block not in by_block:
+            by_block[block] = prefix_units(chains, block)
+        engine.cache = PrefixCache(by_block[block].blocks, block)
+        engine.unit_chains = by_block[block].chains
+
+
 def _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch, arrival, redone) -> Simulation:
     names = np.asarray(cluster.names, dtype=object)
     replica = np.asarray(dispatcher.replica_of, dtype=np.int64)
@@ -173,6 +196,9 @@ def _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch
             "restarts": restarts.astype(np.int64),
         }
     )
+    counters = cache_counters(engines)
+    if counters is not None:
+        table["cached_tokens"] = np.array([seq.cached_tokens for seq in sequences], dtype=np.int64)
     counts = np.bincount(replica, minlength=len(engines))
     replicas = pd.DataFrame(
         {
@@ -184,6 +210,7 @@ def _results(requests, cluster, engines, sequences, dispatcher, policy, dispatch
             "kv_capacity_tokens": [e.total_blocks * e.limits.block_size_tokens for e in engines],
             "requests": counts,
             "failed": [e.failed for e in engines],
+            **(counters or {}),
         }
     )
     return Simulation(table, replicas, policy, dispatch, int(restarts.sum()), redone, getattr(dispatcher, "moves", 0))

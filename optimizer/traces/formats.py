@@ -43,8 +43,8 @@ FORMATS: dict[str, TraceFormat] = {
             "native",
             "this tool's own columns (CSV or Parquet)",
             ("request_id", "arrival_s", "prompt_tokens"),
-            ("output_tokens", "predicted_output_tokens", "model", "priority", *TARGET_COLUMNS, "hash_ids"),
-            ("request_id", "model", "hash_ids"),
+            ("output_tokens", "predicted_output_tokens", "model", "priority", *TARGET_COLUMNS, "hash_ids", "prefix_group", "prefix_tokens"),
+            ("request_id", "model", "hash_ids", "prefix_group", "prefix_tokens"),
             native,
         ),
         TraceFormat(

@@ -23,6 +23,8 @@ from pandas.api.types import is_numeric_dtype
 from optimizer.common.errors import TraceError
 from optimizer.traces.batch import read_batch
 from optimizer.traces.formats import FORMATS, TraceFormat, detect
+from optimizer.traces.prefixes import declare
+from optimizer.traces.text import estimate_tokens
 from optimizer.traces.rows import Converted, Options, Rows
 from optimizer.traces.table import TARGET_COLUMNS, Trace
 from optimizer.traces.tokens import Tokenizer, load_tokenizer
@@ -143,6 +145,9 @@ def load_trace(
     seed: int = 0,
     model: str | None = None,
     tokenizer: str | Path | None = None,
+    shared_prefix_tokens: int | None = None,
+    samples_per_prompt: int | None = None,
+    prefix_text: str | Path | None = None,
 ) -> Trace:
     """Load a trace file into the normalized request table.
 
@@ -155,6 +160,12 @@ def load_trace(
         model: serve every request with this model, replacing what the trace says.
         tokenizer: batch files: count prompt tokens with this tokenizer.json or Hugging
             Face model folder (offline, `optimizer.traces.tokens`) instead of estimating.
+        shared_prefix_tokens: every prompt begins with the same this many tokens (a system
+            prompt); `optimizer.traces.prefixes`.
+        samples_per_prompt: repeat every request this many times, the copies sharing
+            their whole prompt (ids '<id>#s<k>'); `optimizer.traces.prefixes`.
+        prefix_text: text formats (GSM8K): a text file (few-shot examples, a system prompt)
+            put before every prompt, its tokens estimated as the prompts' are, and shared.
 
     Raises:
         TraceError: naming the file, line and column of the first problem.
@@ -193,6 +204,10 @@ def load_trace(
         requests["model"] = model
     _reject_duplicate_ids(requests, rows, converted, fmt)
     notes = list(converted.notes)
+    if prefix_text is not None:
+        requests, shared_prefix_tokens, note = _with_prefix_text(requests, fmt, path, Path(prefix_text), shared_prefix_tokens)
+        notes.append(note)
+    requests = declare(requests, str(path), shared_prefix_tokens=shared_prefix_tokens, samples_per_prompt=samples_per_prompt)
     if len(excluded):
         first = ", ".join(map(str, excluded["line"].head(5)))
         notes.append(
@@ -200,6 +215,26 @@ def load_trace(
             f"({rows.unit}s {first}{', ...' if len(excluded) > 5 else ''})."
         )
     return Trace(requests, str(path), fmt.name, excluded, tuple(notes))
+
+
+def _with_prefix_text(requests: pd.DataFrame, fmt: TraceFormat, path: Path, text_path: Path,
+                      shared_prefix_tokens: int | None) -> tuple[pd.DataFrame, int, str]:
+    """Prompts behind a shared text: its estimated tokens added to each, and shared with the
+    BOS token (`optimizer.traces.text.estimate_tokens`)."""
+    if fmt.name != "gsm8k":
+        raise TraceError(f"a prefix text applies to text formats (gsm8k), not to this {fmt.name} trace, whose prompts "
+                         "are token counts; declare a shared prefix with --shared-prefix-tokens instead.", path=path)
+    if shared_prefix_tokens is not None:
+        raise TraceError("give either a prefix text or a number of shared prefix tokens, not both.", path=path)
+    try:
+        text = text_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceError(f"cannot be read as UTF-8 text ({type(exc).__name__}).", path=text_path) from None
+    if not text.strip():
+        raise TraceError("is empty; a prefix text needs some text.", path=text_path)
+    tokens = int(estimate_tokens(pd.Series([text]))[0])
+    requests = requests.assign(prompt_tokens=requests["prompt_tokens"] + tokens)
+    return requests, tokens + 1, f"Every prompt begins with {text_path} ({tokens:,} tokens, estimated), shared with the BOS token."
 
 
 def _assemble(rows: Rows, converted: Converted) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -218,8 +253,9 @@ def _assemble(rows: Rows, converted: Converted) -> tuple[pd.DataFrame, pd.DataFr
             **{name: np.asarray(columns.get(name, np.full(n, np.nan)), dtype=float) for name in TARGET_COLUMNS},
         }
     )
-    if "hash_ids" in columns:
-        table["hash_ids"] = pd.Series(columns["hash_ids"], dtype=object).reset_index(drop=True)
+    for name in ("hash_ids", "prefix_group", "prefix_tokens"):
+        if name in columns:
+            table[name] = pd.Series(columns[name], dtype=object if name != "prefix_group" else str).reset_index(drop=True)
     excluded = pd.DataFrame({"line": pd.Series(dtype="int64"), "reason": pd.Series(dtype="str")})
     if converted.keep is not None and not converted.keep.all():
         excluded = pd.DataFrame({"line": rows.lines[~converted.keep], "reason": converted.excluded_reason})

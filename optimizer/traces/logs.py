@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.common import spreadsheet
+from optimizer.traces.prefixes import check_hash_ids, parse_groups
 from optimizer.traces.rows import Converted, Options, Rows, relative, row_ids
 from optimizer.traces.table import TARGET_COLUMNS
 
@@ -37,9 +38,21 @@ def native(rows: Rows, options: Options) -> Converted:
             if not_positive.any():
                 raise rows.error("must be greater than 0 (leave it empty for no target).", int(np.argmax(not_positive)), name)
             columns[name] = target
-    if rows.has("hash_ids"):
-        columns["hash_ids"] = rows.hash_ids("hash_ids")
+    _prefixes(rows, columns, "hash_ids", "prompt_tokens")
+    if rows.has("prefix_group"):
+        located = lambda message, row, column: rows.error(message, row, column)  # noqa: E731
+        tokens = rows.text("prefix_tokens") if rows.has("prefix_tokens") else None
+        columns["prefix_group"], columns["prefix_tokens"] = parse_groups(rows.text("prefix_group"), tokens, columns["prompt_tokens"], located)
+    elif rows.has("prefix_tokens") and (rows.text("prefix_tokens") != "").any():
+        raise rows.error("is set but there is no prefix_group column; a prefix needs a group.", int(np.argmax((rows.text("prefix_tokens") != "").to_numpy())), "prefix_tokens")
     return Converted(columns)
+
+
+def _prefixes(rows: Rows, columns: dict, hash_column: str, prompt_column: str) -> None:
+    """hash_ids, checked against the prompt length (`optimizer.traces.prefixes`)."""
+    if rows.has(hash_column):
+        columns["hash_ids"] = rows.hash_ids(hash_column)
+        check_hash_ids(columns["hash_ids"], columns[prompt_column], lambda message, row: rows.error(message, row, hash_column))
 
 
 def azure(rows: Rows, options: Options) -> Converted:
@@ -60,8 +73,7 @@ def mooncake(rows: Rows, options: Options) -> Converted:
         "prompt_tokens": rows.tokens("input_length", minimum=1),
         "output_tokens": rows.tokens("output_length", minimum=1),
     }
-    if rows.has("hash_ids"):
-        columns["hash_ids"] = rows.hash_ids("hash_ids")
+    _prefixes(rows, columns, "hash_ids", "prompt_tokens")
     return Converted(columns)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from optimizer.traces.prefixes import has_prefixes, reuse_summary
 from optimizer.traces.table import Trace
 
 
 def trace_stats(trace: Trace) -> dict[str, object]:
-    """Summary figures of a trace: counts, arrival rate and token-length percentiles."""
+    """Summary figures of a trace: counts, arrival rate and token-length percentiles, and
+    with prefix information, the share of prompt tokens an unbounded cache could serve."""
     requests = trace.requests
     duration_s = float(requests["arrival_s"].max() - requests["arrival_s"].min())
 
@@ -28,7 +30,7 @@ def trace_stats(trace: Trace) -> dict[str, object]:
             "total": int(known.sum()),
         }
 
-    return {
+    figures = {
         "file": trace.path,
         "format": trace.format,
         "num_requests": trace.num_requests,
@@ -42,3 +44,6 @@ def trace_stats(trace: Trace) -> dict[str, object]:
         "predicted_output_tokens": lengths("predicted_output_tokens"),
         "notes": list(trace.notes),
     }
+    if has_prefixes(requests):  # only then, so other traces' figures are as before
+        figures["prefixes"] = reuse_summary(requests)
+    return figures

@@ -15,7 +15,9 @@ priority                   int64         lower is more urgent (vLLM's convention
 ttft_target_s              float64       time-to-first-token target; NaN when none
 tbt_target_s               float64       time-between-tokens target; NaN when none
 e2e_target_s               float64       end-to-end latency target; NaN when none
-hash_ids                   object        tuple of prefix-cache block ids (only if the source has them)
+hash_ids                   object        tuple of 512-token prefix block ids (only if the source has them)
+prefix_group               str           declared prefix levels "a/b" ("" = none; only if declared)
+prefix_tokens              object        tuple of tokens each level shares (only with prefix_group)
 
 The full table is `COLUMNS`; `Trace` carries it with what loading noticed.
 """
@@ -26,7 +28,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-#: Columns of the normalized request table, in order (hash_ids only when present).
+#: Columns of the normalized request table, in order (the prefix columns only when present;
+#: `optimizer.traces.prefixes` reads them).
 COLUMNS = (
     "request_id",
     "arrival_s",

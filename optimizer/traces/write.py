@@ -20,18 +20,22 @@ def write_trace(requests: pd.DataFrame, path: str | Path) -> None:
     """
     path = Path(path)
     keep = [c for c in COLUMNS if c in ("request_id", "arrival_s", "prompt_tokens") or _carries_data(requests[c])]
-    table = requests[keep + (["hash_ids"] if "hash_ids" in requests else [])].copy()
+    extra = [c for c in ("hash_ids", "prefix_group", "prefix_tokens") if c in requests]
+    table = requests[keep + extra].copy()
     with atomic_output(path) as tmp:
         if path.suffix == ".parquet":
             if "hash_ids" in table:
                 table["hash_ids"] = table["hash_ids"].map(list)
+            if "prefix_tokens" in table:
+                table["prefix_tokens"] = table["prefix_tokens"].map(lambda ends: " ".join(map(str, ends)))
             table.to_parquet(tmp, index=False)
         else:
             for column in ("request_id", "model"):
                 if column in table:
                     table[column] = spreadsheet.neutralize(table[column])
-            if "hash_ids" in table:
-                table["hash_ids"] = table["hash_ids"].map(lambda ids: " ".join(map(str, ids)))
+            for column in ("hash_ids", "prefix_tokens"):
+                if column in table:
+                    table[column] = table[column].map(lambda ids: " ".join(map(str, ids)))
             table.to_csv(tmp, index=False, lineterminator="\n")
 
 
