@@ -12,7 +12,7 @@ from rich.table import Column, Table
 import optimizer
 from optimizer.common.errors import OptimizerError
 from optimizer.common.files import all_or_nothing, check_output
-from optimizer.reporting.compare import POLICY_NAMES, display_rows, parse_names, write_comparison
+from optimizer.reporting.compare import ALL_POLICY_NAMES, POLICY_NAMES, display_rows, parse_names, write_comparison
 from optimizer.reporting.compare import compare as run_comparison
 from optimizer.reporting.report import check_report_dir, write_report
 from optimizer.reporting.report import render as render_report
@@ -21,6 +21,7 @@ from optimizer.serving.deviation import Deviations
 from optimizer.fleet.context import fit_context, out_of_range
 from optimizer.fleet.sources import profile_for
 from optimizer.planning.solve import OBJECTIVES
+from optimizer.traces.prefixes import has_prefixes
 from optimizer.serving.metrics import with_slo_targets
 from commands.common import (
     ContextOpt,
@@ -67,7 +68,7 @@ def compare(
     replicas: ReplicasOpt = optimizer.DEFAULT_REPLICAS,
     engine: EngineOpt = "",
     source: SourceOpt = "auto",
-    policies: Annotated[str, typer.Option("--policies", help=f"Comma-separated policies to compare: {', '.join(POLICY_NAMES)}.")] = ",".join(POLICY_NAMES),
+    policies: Annotated[Optional[str], typer.Option("--policies", metavar="LIST", help=f"Comma-separated policies to compare: {', '.join(ALL_POLICY_NAMES)}. Default: {', '.join(POLICY_NAMES)}, and cache-affinity when the trace declares shared prefixes.")] = None,
     batching: Annotated[str, typer.Option("--batching", help="Comma-separated batching policies, each run with every policy: vllm, sarathi, orca, static, s3, uellm, slai, hybrid.")] = "sarathi",
     solver: SolverOpt = "cp-sat",
     time_limit: Annotated[float, typer.Option("--time-limit", metavar="SECONDS", callback=number_in(0, MAX_TIME_LIMIT_S, above=True), help="Wall-clock seconds for each plan (the mip and repair rows share one).")] = 10.0,
@@ -106,11 +107,13 @@ def compare(
             check_output(path)
         if report_dir is not None:
             check_report_dir(report_dir)
-        chosen = parse_names(policies, POLICY_NAMES, "policy")
+        chosen = parse_names(policies, ALL_POLICY_NAMES, "policy") if policies is not None else None
         batchings = parse_names(batching, list(BATCHING_POLICIES), "batching policy")
         if objective not in OBJECTIVES:
             raise OptimizerError(f"Unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}.")
         loaded = read_trace(trace, format, arrival_rate, seed, model)
+        if chosen is None:  # a prefix-cache router is worth a row only where prefixes are shared
+            chosen = [*POLICY_NAMES, "cache-affinity"] if has_prefixes(loaded.requests) else list(POLICY_NAMES)
         cluster = optimizer.resolve_cluster(replicas, engine=engine, source=source)
         fitted = fit_context(loaded.requests, cluster, context, where=str(trace), profiles=read_profiles(profiles))
         actual = with_slo_targets(fitted.requests, ttft_s=slo_ttft, tbt_s=slo_tbt, e2e_s=slo_e2e)

@@ -73,11 +73,15 @@ def trace_bounds(
     prefix_cache: bool = True,
 ) -> tuple[Bounds, Estimates]:
     """Lower bounds of a request table on a cluster, with the estimates they come from; with
-    `prefix_cache` and a trace that declares shared prefixes, the bounds with reuse."""
+    `prefix_cache` and a trace that declares shared prefixes, the bounds with reuse, and
+    estimates whose least works and latencies are those after reuse (so that the work
+    utilization of a simulation with a prefix cache, which sums them, stays <= 100%)."""
     lengths = hindsight_lengths(requests)
     estimates = estimate(requests, cluster, lengths, profiles=profiles)
-    reuse = reuse_work(requests, cluster, estimates, lengths, profiles=profiles) if prefix_cache and has_prefixes(requests) else None
-    return lower_bounds(estimates, reuse), estimates
+    if not (prefix_cache and has_prefixes(requests)):
+        return lower_bounds(estimates), estimates
+    reuse = reuse_work(requests, cluster, estimates, lengths, profiles=profiles)
+    return lower_bounds(estimates, reuse), dataclasses.replace(estimates, min_work_s=reuse.min_work_s, min_latency_s=reuse.min_latency_s)
 
 
 def lower_bounds(estimates: Estimates, reuse: Reuse | None = None) -> Bounds:

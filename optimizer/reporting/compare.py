@@ -10,6 +10,8 @@ batching inside each replica differ:
     lpt                the LPT plan (`optimizer.planning.heuristics.lpt`) followed blindly
     mip                the solver's plan (`optimizer.planning.solve`) followed blindly
     repair             the solver's plan, repaired online (`optimizer.serving.repairer.Repair`)
+    cache-affinity     SGLang's cache-aware router (`optimizer.serving.affinity`); in the
+                       default set when the trace declares shared prefixes
 
 Plans and dispatchers see the planning lengths (predictions where the trace has them);
 the engines run the actual lengths. The lower bound every makespan is divided by is the
@@ -59,6 +61,8 @@ from optimizer.serving.simulator import simulate
 
 #: The policies a comparison runs by default, in table order.
 POLICY_NAMES = ("round-robin", "least-outstanding", "least-work", "lpt", "mip", "repair")
+#: Every policy a comparison can run: the default ones, and the prefix-cache router.
+ALL_POLICY_NAMES = (*POLICY_NAMES, "cache-affinity")
 #: How each policy dispatches, and which plan (if any) it follows.
 _DISPATCH = {
     "round-robin": ("round-robin", None),
@@ -67,6 +71,7 @@ _DISPATCH = {
     "lpt": ("plan", "lpt"),
     "mip": ("plan", "mip"),
     "repair": ("repair", "mip"),
+    "cache-affinity": ("cache-affinity", None),
 }
 COLUMNS = (
     "policy", "batching", "makespan_s", "lower_bound_s", "makespan_over_bound", "utilization", "work_utilization", "idle_tail_s",
@@ -136,7 +141,7 @@ def compare(
     """
     for name in policies:
         if name not in _DISPATCH:
-            raise OptimizerError(f"Unknown policy {name!r}; choose from: {', '.join(POLICY_NAMES)}.")
+            raise OptimizerError(f"Unknown policy {name!r}; choose from: {', '.join(ALL_POLICY_NAMES)}.")
     for name in batching:
         if name not in POLICIES:
             raise OptimizerError(f"Unknown batching policy {name!r}; choose from: {', '.join(POLICIES)}.")

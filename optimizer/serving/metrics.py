@@ -10,7 +10,9 @@ finish l_r; m replicas:
     work utilization W = sum_j w_j / (m M), w_j the least work of request j (actual
                     length) on the kind of replica that ran it (`min_work_s` of
                     `optimizer.fleet.estimates`, what the work bound sums): the bin-packing
-                    utilization. Every iteration costs at least the least works of what it
+                    utilization (with a prefix cache, each request's least work after reuse,
+                    the shared blocks' one-time compute left out, so W stays a lower
+                    figure). Every iteration costs at least the least works of what it
                     runs, so sum_j w_j <= sum_r b_r and W <= U <= 100% on every trace (pricing
                     it at the planner's B* instead could pass 100% whenever B* was too
                     small). Busy time spent below the best batching (ramp-up, draining,

@@ -147,3 +147,21 @@ def test_on_timed_arrivals_the_table_leads_with_slo_attainment_and_latency(batch
     assert 0 < result.unachievable < 60
     untimed, _ = display_rows(result.table, timed=False)
     assert untimed[2] == "makespan s"
+
+
+def test_a_trace_with_shared_prefixes_adds_the_cache_router_and_keeps_work_utilization_below_busy(tmp_path):
+    """Tests that on a trace declaring shared prefixes (GSM8K rollouts: an 8-shot preamble,
+    16 samples per prompt) `compare` runs the cache-affinity router by default, and that work
+    utilization, summed from each request's least work after reuse, stays at or below the
+    busy-time utilization and 100% for every policy, the prefix-aware plan included."""
+    trace = tmp_path / "rollouts.csv"
+    with open(TRACES / "gsm8k_rollouts_16.csv", encoding="utf-8") as source:
+        trace.write_text("".join(line for _, line in zip(range(1 + 16 * 12), source)), encoding="utf-8")
+    table_path = tmp_path / "t.csv"
+    result = runner.invoke(app, ["compare", str(trace), "--replicas", "h100-tp4:2", "--time-limit", "2", "--deterministic",
+                                 "--out", str(table_path), "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    table = pd.read_csv(table_path)
+    assert list(table["policy"]) == [*POLICY_NAMES, "cache-affinity"]
+    assert (table["work_utilization"] <= table["utilization"] + 1e-9).all()
+    assert (table["utilization"] <= 1 + 1e-9).all()
