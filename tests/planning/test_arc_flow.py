@@ -53,15 +53,18 @@ def test_knapsack_certificate_matches_brute_force(items, capacity):
 @settings(max_examples=60, deadline=None)
 @given(tiny, st.integers(0, 30))
 def test_minimum_slack_packing_is_a_schedule_and_targeting_never_worsens(instance, extra):
-    """Tests that the minimum-slack packing aimed at any capacity places every job on a machine,
-    and that trying it from the bound up never returns a worse schedule than the one given."""
+    """Tests that the minimum-slack packing aimed at any capacity, plain or perturbed, places every
+    job on a machine, and that trying it from the bound up (with perturbed restarts) never returns
+    a worse schedule than the one given, and returns the same one on a second call."""
     m, times = instance
     p = np.array(times)
-    packed = min_slack_pack(p, m, int(p.max()) + extra)
-    assert packed.shape == p.shape and packed.min() >= 0 and packed.max() < m
+    for rng in (None, np.random.default_rng(extra)):
+        packed = min_slack_pack(p, m, int(p.max()) + extra, rng, 3.0)
+        assert packed.shape == p.shape and packed.min() >= 0 and packed.max() < m
     start = np.arange(len(p)) % m
     better = targeted(p, m, lower_bound(p, m), start)
     assert makespan(p, better, m) <= makespan(p, start, m)
+    assert np.array_equal(better, targeted(p, m, lower_bound(p, m), start))
 
 
 def test_lp_proves_optimality_where_the_bin_packing_bound_stops_short():
