@@ -145,12 +145,12 @@ def lp_probe(times: np.ndarray, m: int, capacity: int, *, work_limit_s: float, m
 MIN_LP_WORK = 0.2
 
 
-def lp_phase(times: np.ndarray, m: int, lower: int, upper: int, budget: float, probes: list) -> tuple[int, float]:
+def lp_phase(times: np.ndarray, m: int, lower: int, upper: int, budget: float, probes: list, report=None) -> tuple[int, float]:
     """LP probes below `upper` (a makespan reached) to raise `lower`: the LP bound is
     monotone in C, so the first C it does not refute is the rounded-up Gilmore-Gomory bound.
     Probes go at lower, lower + 1, lower + 3, lower + 7, ... (the bound is usually close)
     until one is not refuted, then bisect. Returns the raised bound and the work spent;
-    appends (C, status) to `probes`."""
+    appends (C, status) to `probes` and calls `report(upper, bound, 0)` when it rises."""
     spent, step, fits_at = 0.0, 1, None  # fits_at: a C the LP did not refute
     high = upper
     while lower < high and budget - spent >= MIN_LP_WORK:
@@ -160,6 +160,8 @@ def lp_phase(times: np.ndarray, m: int, lower: int, upper: int, budget: float, p
         probes.append((capacity, status))
         if status == "INFEASIBLE":
             lower, step = capacity + 1, 2 * step
+            if report is not None:
+                report(float(upper), float(lower), 0.0)
         elif status == "LP_FITS":
             fits_at = high = capacity
         else:

@@ -129,9 +129,16 @@ def solve_exact(
     if lower >= upper or upper <= good_enough or deterministic_limit_s < MIN_PROBE_S:
         return ExactResult(assignment, upper, min(lower, upper), upper)
     deadline = np.inf if time_limit_s is None else started + time_limit_s
-    found = in_child_process(_search, (times, m, assignment, lower, deterministic_limit_s, seed, num_workers, good_enough), deadline, progress)
+    proven = [lower]  # the best bound the child reported: proven even if it is killed later
+
+    def relay(reached: float, bound: float, elapsed: float) -> None:
+        proven[0] = max(proven[0], int(bound))
+        if progress is not None:
+            progress(reached, bound, elapsed)
+
+    found = in_child_process(_search, (times, m, assignment, lower, deterministic_limit_s, seed, num_workers, good_enough), deadline, relay)
     if isinstance(found, BackendResult):  # the child failed or was killed: keep the heuristic
-        return ExactResult(assignment, upper, lower, upper, (), found.wall_clock_cut, found.message)
+        return ExactResult(assignment, upper, min(proven[0], upper), upper, (), found.wall_clock_cut, found.message)
     return found
 
 
@@ -142,7 +149,7 @@ def _search(problem, deadline: float, report: Progress | None) -> ExactResult:
     spent, cut = 0.0, False
     # The arc-flow LP first: GLOP refutes in a fraction of a second capacities that CP-SAT's
     # arc-flow model (with its own LP) leaves open for seconds.
-    lower, spent = lp_phase(times, m, lower, upper, budget * LP_SHARE, probes)
+    lower, spent = lp_phase(times, m, lower, upper, budget * LP_SHARE, probes, report)
     floor, first = lower, True  # the next probe is at or above floor
     while floor < upper and upper > good_enough and budget - spent >= MIN_PROBE_S:
         left = budget - spent

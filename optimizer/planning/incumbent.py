@@ -249,11 +249,13 @@ def min_slack_pack(times: np.ndarray, m: int, capacity: int, rng: np.random.Gene
 
 
 #: Minimum-slack packing is tried only with at most this many jobs per machine on average,
-#: at up to MAX_TARGETS capacities from the lower bound up, then RESTART_JOBS // n times
-#: more at the bound with random (seeded) perturbations, noise NOISES x the longest time.
+#: at up to MAX_TARGETS capacities from the lower bound up, then min(MAX_RESTARTS,
+#: RESTART_JOBS // n) times more at the bound with random (seeded) perturbations, noise
+#: NOISES x the longest time.
 MAX_PACK_JOBS_PER_MACHINE = 5
 MAX_TARGETS = 12
 RESTART_JOBS = 3_000
+MAX_RESTARTS = 40
 NOISES = (0.005, 0.02, 0.05)
 
 
@@ -273,7 +275,7 @@ def targeted(times: np.ndarray, m: int, lower: int, assignment: np.ndarray) -> n
         if best_c <= capacity:
             break
     rng = np.random.default_rng(0)
-    for k in range(RESTART_JOBS // len(times)):
+    for k in range(min(MAX_RESTARTS, RESTART_JOBS // len(times))):
         if best_c <= lower:
             break
         noise = NOISES[k % len(NOISES)] * float(times.max())
