@@ -193,3 +193,94 @@ def local_search(times: np.ndarray, assignment: np.ndarray, m: int, max_steps: i
             for key in [key for key in cache if key[0] == r]:
                 del cache[key]
     return assignment
+
+
+def min_slack_pack(times: np.ndarray, m: int, capacity: int, rng: np.random.Generator | None = None, noise: float = 0.0) -> np.ndarray:
+    """A schedule aiming at makespan `capacity` (minimum bin slack, after Gupta & Ho 1999):
+    machine by machine, the longest job left, then repeatedly the one or two jobs left that
+    fill the machine closest to `capacity` (longest jobs first on ties); jobs that fit
+    nowhere go to the least-loaded machine. Strong when machines run few jobs each. With
+    `rng`, the jobs are ordered by time less a uniform draw in [0, noise) and ties between
+    pairs are broken at random (a seeded generator keeps it deterministic)."""
+    times = np.asarray(times)
+    key = -times.astype(float) if rng is None else -times + noise * rng.random(len(times))
+    order = np.argsort(key, kind="stable")
+    assignment = np.full(len(times), -1, dtype=np.int64)
+    left = order.copy()
+    for machine in range(m):
+        if not len(left):
+            break
+        chosen = [int(left[0])]
+        room = capacity - times[left[0]]
+        cand = left[1:]
+        while room > 0 and len(cand):
+            t = times[cand]
+            best, pick = -1, ()
+            fit = np.flatnonzero(t <= room)
+            if len(fit):
+                longest = int(fit[np.argmax(t[fit])])
+                best, pick = int(t[longest]), (longest,)
+            if best < room and len(fit) >= 2:
+                sub = fit[: 400]
+                i, k = np.triu_indices(len(sub), 1)
+                sums = t[sub[i]] + t[sub[k]]
+                ok = np.flatnonzero(sums <= room)
+                if len(ok):
+                    at = ok[np.argmax(sums[ok])]
+                    if rng is not None:
+                        ties = ok[sums[ok] == sums[at]]
+                        at = ties[rng.integers(len(ties))]
+                    if sums[at] > best:
+                        best, pick = int(sums[at]), (int(sub[i[at]]), int(sub[k[at]]))
+            if best < 0:
+                break
+            chosen += [int(cand[p]) for p in pick]
+            room -= best
+            cand = np.delete(cand, list(pick))
+        assignment[chosen] = machine
+        left = cand if len(cand) == len(left) - len(chosen) else np.array([j for j in left if assignment[j] < 0], dtype=np.int64)
+    if len(left):
+        loads = np.bincount(assignment[assignment >= 0], weights=times[assignment >= 0], minlength=m).astype(float)
+        for j in left:
+            r = int(np.argmin(loads))
+            assignment[j] = r
+            loads[r] += times[j]
+    return assignment
+
+
+#: Minimum-slack packing is tried only with at most this many jobs per machine on average,
+#: at up to MAX_TARGETS capacities from the lower bound up, then min(MAX_RESTARTS,
+#: RESTART_JOBS // n) times more at the bound with random (seeded) perturbations, noise
+#: NOISES x the longest time.
+MAX_PACK_JOBS_PER_MACHINE = 5
+MAX_TARGETS = 12
+RESTART_JOBS = 3_000
+MAX_RESTARTS = 40
+NOISES = (0.005, 0.02, 0.05)
+
+
+def targeted(times: np.ndarray, m: int, lower: int, assignment: np.ndarray) -> np.ndarray:
+    """The best of `assignment` and the minimum-slack packings aimed at lower, lower + 1, ...
+    (each improved by local search), stopping at the first that reaches its target, then
+    of perturbed packings aimed at `lower` (module constants), stopping if one reaches it."""
+    times = np.asarray(times)
+    best, best_c = assignment, makespan(times, assignment, m)
+    if len(times) > MAX_PACK_JOBS_PER_MACHINE * m or not len(times):
+        return best
+    for capacity in range(int(lower), int(min(best_c, lower + MAX_TARGETS))):
+        found = local_search(times, min_slack_pack(times, m, capacity), m, max_steps=2_000)
+        c = makespan(times, found, m)
+        if c < best_c:
+            best, best_c = found, c
+        if best_c <= capacity:
+            break
+    rng = np.random.default_rng(0)
+    for k in range(min(MAX_RESTARTS, RESTART_JOBS // len(times))):
+        if best_c <= lower:
+            break
+        noise = NOISES[k % len(NOISES)] * float(times.max())
+        found = local_search(times, min_slack_pack(times, m, int(lower), rng, noise), m, max_steps=2_000)
+        c = makespan(times, found, m)
+        if c < best_c:
+            best, best_c = found, c
+    return best
