@@ -50,11 +50,10 @@ from optimizer.common.errors import OptimizerError
 from optimizer.fleet.estimates import Estimates, estimate, planning_lengths
 from optimizer.planning.backends import available_backends, solve_model
 from optimizer.planning.candidates import Candidate, fleet_cluster
+from optimizer.planning.fleet_rounding import TICK, fewer_replicas, fleet_hint, lp_solution, rounded_fleet
 from optimizer.planning.formulation import Classes, LinearModel, make_classes
 
 BILLINGS = ("window", "until-done")
-#: Resolution of the work rows, as a fraction of the deadline.
-TICK = 1e-6
 #: At most this many re-estimates after the fleet's size changed.
 MAX_ESTIMATE_ROUNDS = 3
 SECONDS_PER_HOUR = 3600.0
@@ -236,16 +235,16 @@ def _solve_once(estimates, candidates, deadline_s, billing, solver, time_limit_s
     if len(stranded):
         raise Unreachable(f"{int(classes.count[stranded].sum())} requests cannot finish by {deadline_s:,.1f} s on any available kind: "
                           "their chain alone (prefill, then each token one after another) is longer.")
-    bound, lp_values = _lp_solution(model)
+    bound, lp_values = lp_solution(model)
     if lp_values is None:
         raise Unreachable(f"no fleet within the availability finishes the work by {deadline_s:,.1f} s (even fractionally).")
     model.lower[model.objective] = max(bound * (1 - 1e-9), 0.0)
     options = []
-    rounded = _rounded(lp_values, n, classes, estimates, deadline_s, available, minimum)
+    rounded = rounded_fleet(lp_values, n, classes, estimates, deadline_s, available, minimum)
     if rounded is not None:
-        rounded = _fewer_replicas(model, z, n, classes, estimates, deadline_s, minimum, candidates, *rounded)
+        rounded = fewer_replicas(model, z, n, classes, estimates, deadline_s, minimum, billing_rates(candidates), *rounded)
         options.append((*rounded, "ROUNDED_LP"))
-        model.hint = _hint(model, z, n, *rounded, _cost(candidates, *rounded, classes, estimates, deadline_s, billing))
+        model.hint = fleet_hint(model, z, n, *rounded, _cost(candidates, *rounded, classes, estimates, deadline_s, billing))
     remaining = max(time_limit_s - (time.perf_counter() - started), 1.0)
     result = solve_model(model, solver, time_limit_s=remaining, deterministic_limit_s=0.5 * time_limit_s, num_workers=8, seed=seed)
     if result.values is not None:
@@ -275,110 +274,12 @@ def _solve_once(estimates, candidates, deadline_s, billing, solver, time_limit_s
     )
 
 
-def _lp_solution(model: LinearModel, lower=None, upper=None) -> tuple[float, np.ndarray | None]:
-    """The LP relaxation's optimum and solution (GLOP), or (inf, None) when it is infeasible.
-    (`backends.lp_relaxation` gives the optimum only; the rounding needs the solution.)"""
-    from ortools.linear_solver import pywraplp
-
-    solver = pywraplp.Solver.CreateSolver("GLOP")
-    infinity = solver.infinity()
-    variables = [solver.NumVar(lo, hi, name) for lo, hi, name in zip(lower or model.lower, upper or model.upper, model.names)]
-    for index, coef, lo, hi in model.rows:
-        row = solver.RowConstraint(lo if np.isfinite(lo) else -infinity, hi if np.isfinite(hi) else infinity)
-        for i, a in zip(index.tolist(), coef.tolist()):
-            row.SetCoefficient(variables[i], a)
-    solver.Minimize(variables[model.objective])
-    if solver.Solve() != pywraplp.Solver.OPTIMAL:
-        return math.inf, None
-    return variables[model.objective].solution_value(), np.array([v.solution_value() for v in variables])
-
-
 def _cost(candidates, counts, members, classes: Classes, estimates: Estimates, deadline_s: float, billing: str) -> float:
     rate = billing_rates(candidates)
     if billing == "window":
         return float(np.sum(rate * counts) * deadline_s)
     work = (members * np.where(np.isfinite(classes.work_s), classes.work_s, 0.0)).sum(axis=0)
     return float(np.sum(rate * (work + estimates.drain_s * counts)))
-
-
-def _rounded(values, n, classes: Classes, estimates: Estimates, deadline_s: float, available, minimum):
-    """A whole fleet from the LP solution, or None: each class's members rounded by largest
-    remainder, then each kind's count the least that holds its (tick-rounded) work in every
-    bucket, as the model's rows ask."""
-    lp = np.where(n >= 0, values[np.maximum(n, 0)], 0.0)
-    members = np.floor(lp + 1e-9)
-    short = (classes.count - members.sum(axis=1)).astype(np.int64)
-    remainder = np.where(n >= 0, lp - members, -1.0)
-    for c in np.flatnonzero(short > 0):
-        members[c, np.argsort(-remainder[c], kind="stable")[: short[c]]] += 1
-    if np.any(members[n < 0] > 0):
-        return None
-    tick = deadline_s * TICK
-    ticks = np.where(n >= 0, np.ceil(np.where(np.isfinite(classes.work_s), classes.work_s, 0.0) / tick), 0.0)
-    _within_availability(members, ticks, n, classes, estimates, deadline_s, tick, available)
-    counts = np.array(minimum, dtype=np.int64)
-    for k in range(n.shape[1]):
-        for b, t in enumerate(classes.thresholds):
-            load = float((members[classes.bucket >= b, k] * ticks[classes.bucket >= b, k]).sum())
-            if np.isfinite(t) and load > 0:
-                capacity = math.floor((deadline_s - t - estimates.drain_s[k]) / tick)
-                if capacity <= 0:
-                    return None
-                counts[k] = max(counts[k], math.ceil(load / capacity))
-    return (counts, members) if np.all(counts <= available) else None
-
-
-def _within_availability(members, ticks, n, classes: Classes, estimates: Estimates, deadline_s: float, tick: float, available) -> None:
-    """Move members (in place) off kinds whose total work no longer fits their available
-    replicas after rounding, to kinds with room, cheapest move in ticks first."""
-    first = float(np.min(classes.thresholds[np.isfinite(classes.thresholds)]))
-    room = np.floor((deadline_s - first - estimates.drain_s) / tick) * np.asarray(available, dtype=float)
-    for k in range(n.shape[1]):
-        excess = float((members[:, k] * ticks[:, k]).sum()) - room[k]
-        for c in np.argsort(-members[:, k], kind="stable"):
-            if excess <= 0 or members[c, k] == 0:
-                break
-            loads = (members * ticks).sum(axis=0)
-            for other in np.argsort(-(room - loads), kind="stable"):
-                if other == k or n[c, other] < 0 or ticks[c, other] <= 0:
-                    continue
-                fits = math.floor((room[other] - loads[other]) / ticks[c, other])
-                moved = int(min(members[c, k], math.ceil(excess / ticks[c, k]), max(fits, 0)))
-                if moved > 0:
-                    members[c, k] -= moved
-                    members[c, other] += moved
-                    excess -= moved * ticks[c, k]
-                    break
-
-
-def _fewer_replicas(model, z, n, classes, estimates, deadline_s, minimum, candidates, counts, members):
-    """Improve a rounded fleet: remove replicas one at a time, dearest kind first, while the
-    LP with the counts fixed still splits the work and its rounding still fits them.
-    (Rounding each kind up separately can rent a replica for a sliver of work.)"""
-    order = np.argsort(-billing_rates(candidates), kind="stable")
-    for k in order:
-        while counts[k] > minimum[k]:
-            trial = counts.copy()
-            trial[k] -= 1
-            lower, upper = list(model.lower), list(model.upper)
-            for kind, index in enumerate(z):
-                lower[int(index)] = upper[int(index)] = float(trial[kind])
-            _, values = _lp_solution(model, lower, upper)
-            found = None if values is None else _rounded(values, n, classes, estimates, deadline_s, trial, minimum)
-            if found is None:
-                break
-            counts, members = found
-    return counts, members
-
-
-def _hint(model: LinearModel, z, n, counts, members, cost: float) -> list[float]:
-    hint = [0.0] * model.num_vars
-    hint[model.objective] = cost
-    for k, index in enumerate(z):
-        hint[int(index)] = float(counts[k])
-    for c, k in zip(*np.nonzero(n >= 0)):
-        hint[int(n[c, k])] = float(members[c, k])
-    return hint
 
 
 def window_cost(candidates: list[Candidate], counts, window_s: float) -> float:
