@@ -26,6 +26,7 @@ Each returns a `BackendResult`: a status (``OPTIMAL``, ``FEASIBLE``, ``NO_SOLUTI
 from __future__ import annotations
 
 import functools
+import math
 import multiprocessing
 import os
 import signal
@@ -119,21 +120,29 @@ def solve_model(
     return replace(result, time_s=time.perf_counter() - started)
 
 
-def lp_relaxation(model: LinearModel) -> float:
-    """The optimum of the model with integrality dropped (GLOP): a lower bound on its C."""
+def lp_solution(model: LinearModel, lower=None, upper=None) -> tuple[float, np.ndarray | None]:
+    """The model's optimum and solution with integrality dropped (GLOP), optionally with other
+    variable bounds, or (inf, None) when that LP is infeasible."""
     from ortools.linear_solver import pywraplp
 
     solver = pywraplp.Solver.CreateSolver("GLOP")
     infinity = solver.infinity()
-    variables = [solver.NumVar(lo, hi, name) for lo, hi, name in zip(model.lower, model.upper, model.names)]
+    variables = [solver.NumVar(lo, hi, name) for lo, hi, name in zip(lower or model.lower, upper or model.upper, model.names)]
     for index, coef, lo, hi in model.rows:
         row = solver.RowConstraint(lo if np.isfinite(lo) else -infinity, hi if np.isfinite(hi) else infinity)
         for i, a in zip(index.tolist(), coef.tolist()):
             row.SetCoefficient(variables[i], a)
     solver.Minimize(variables[model.objective])
     if solver.Solve() != pywraplp.Solver.OPTIMAL:
-        return model.lower[model.objective]
-    return variables[model.objective].solution_value()
+        return math.inf, None
+    return variables[model.objective].solution_value(), np.array([v.solution_value() for v in variables])
+
+
+def lp_relaxation(model: LinearModel) -> float:
+    """The optimum of the model with integrality dropped (GLOP): a lower bound on its C (the
+    variable's own lower bound when the LP has no optimum)."""
+    value, values = lp_solution(model)
+    return model.lower[model.objective] if values is None else value
 
 
 def _remaining(deadline: float) -> float:

@@ -16,28 +16,11 @@ import math
 import numpy as np
 
 from optimizer.fleet.estimates import Estimates
+from optimizer.planning.backends import lp_solution
 from optimizer.planning.formulation import Classes, LinearModel
 
 #: Resolution of the work rows, as a fraction of the deadline.
 TICK = 1e-6
-
-
-def lp_solution(model: LinearModel, lower=None, upper=None) -> tuple[float, np.ndarray | None]:
-    """The LP relaxation's optimum and solution (GLOP), or (inf, None) when it is infeasible.
-    (`backends.lp_relaxation` gives the optimum only; the rounding needs the solution.)"""
-    from ortools.linear_solver import pywraplp
-
-    solver = pywraplp.Solver.CreateSolver("GLOP")
-    infinity = solver.infinity()
-    variables = [solver.NumVar(lo, hi, name) for lo, hi, name in zip(lower or model.lower, upper or model.upper, model.names)]
-    for index, coef, lo, hi in model.rows:
-        row = solver.RowConstraint(lo if np.isfinite(lo) else -infinity, hi if np.isfinite(hi) else infinity)
-        for i, a in zip(index.tolist(), coef.tolist()):
-            row.SetCoefficient(variables[i], a)
-    solver.Minimize(variables[model.objective])
-    if solver.Solve() != pywraplp.Solver.OPTIMAL:
-        return math.inf, None
-    return variables[model.objective].solution_value(), np.array([v.solution_value() for v in variables])
 
 
 def rounded_fleet(values, n, classes: Classes, estimates: Estimates, deadline_s: float, available, minimum):

@@ -48,9 +48,9 @@ import pandas as pd
 
 from optimizer.common.errors import OptimizerError
 from optimizer.fleet.estimates import Estimates, estimate, planning_lengths
-from optimizer.planning.backends import available_backends, solve_model
+from optimizer.planning.backends import available_backends, lp_solution, solve_model
 from optimizer.planning.candidates import Candidate, fleet_cluster
-from optimizer.planning.fleet_rounding import TICK, fewer_replicas, fleet_hint, lp_solution, rounded_fleet
+from optimizer.planning.fleet_rounding import TICK, fewer_replicas, fleet_hint, rounded_fleet
 from optimizer.planning.formulation import Classes, LinearModel, make_classes
 
 BILLINGS = ("window", "until-done")
