@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import pandas as pd
-from conftest import make_requests
+from conftest import assert_engines_agree, make_requests, small_kv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optimizer import parse_replicas, simulate, solve
-from optimizer.fleet.cluster import Cluster, EngineLimits, Replica
-from optimizer.serving.deviation import Deviations, Failure, Slowdown
+from optimizer import parse_replicas
 from optimizer.serving.dispatch import DISPATCHERS
 from optimizer.serving.engine import Sequence
 from optimizer.serving.waiting import WaitingQueue
-
-SMALL_KV = EngineLimits(gpu_memory_utilization=0.84, max_num_seqs=8)  # about 6k tokens of KV cache on TP2
 
 instances = st.integers(min_value=1, max_value=40).flatmap(
     lambda n: st.tuples(
@@ -37,22 +32,12 @@ def test_lockstep_engine_gives_the_reference_engine_results_bit_for_bit(instance
     per-request times and replica counters equal the reference engine's exactly."""
     prompts, outputs, arrivals, fleet, policy, dispatch, deviate = instance
     if fleet == "small-kv":
-        cluster = Cluster(tuple(Replica(f"s{i}", "h100-80gb", 2, "llama2-70b", SMALL_KV) for i in range(2)))
+        cluster = small_kv(2)
         prompts = [min(p, 2500) for p in prompts]
     else:
         cluster = parse_replicas(fleet)
     requests = make_requests(prompts, outputs, [sum(arrivals[: i + 1]) for i in range(len(arrivals))])
-    plan = solve(requests, cluster, solver="lpt").plan if dispatch in ("plan", "repair") else None
-    deviations = None
-    if deviate:
-        deviations = Deviations(arrival_jitter_s=0.2, slowdowns=(Slowdown(cluster.names[0], 1.0, 2.0),),
-                                failures=(Failure(cluster.names[-1], 3.0),), seed=1)
-    runs = [simulate(requests, cluster, policy=policy, dispatch=dispatch, plan=plan, seed=2, deviations=deviations, reference=reference)
-            for reference in (False, True)]
-    pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests, check_exact=True)
-    pd.testing.assert_frame_equal(runs[0].replicas, runs[1].replicas, check_exact=True)
-    assert (runs[0].moved_requests, runs[0].restarted_requests, runs[0].redone_tokens) == \
-        (runs[1].moved_requests, runs[1].restarted_requests, runs[1].redone_tokens)
+    assert_engines_agree(requests, cluster, policy, dispatch, deviate)
 
 
 operations = st.lists(st.tuples(st.sampled_from(["add", "add", "add", "front", "back", "remove"]), st.integers(0, 4)), max_size=60)

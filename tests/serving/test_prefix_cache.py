@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import make_requests
+from conftest import assert_engines_agree, make_requests, small_kv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optimizer import parse_replicas, simulate, solve
-from optimizer.fleet.cluster import Cluster, EngineLimits, Replica
 from optimizer.fleet.sources import profile_for
-from optimizer.serving.deviation import Deviations, Failure, Slowdown
 from optimizer.serving.dispatch import DISPATCHERS
 from optimizer.serving.prefix_cache import cache_summary
-
-SMALL_KV = EngineLimits(gpu_memory_utilization=0.84, max_num_seqs=8)  # about 6k tokens of KV cache on TP2
 
 
 def grouped(prompts, outputs, groups, shared, arrivals=None) -> pd.DataFrame:
@@ -24,10 +20,6 @@ def grouped(prompts, outputs, groups, shared, arrivals=None) -> pd.DataFrame:
     requests["prefix_group"] = pd.Series(groups, dtype=str)
     requests["prefix_tokens"] = pd.Series([(s,) if g else () for g, s in zip(groups, shared)], dtype=object)
     return requests
-
-
-def small_kv(count: int = 1) -> Cluster:
-    return Cluster(tuple(Replica(f"s{i}", "h100-80gb", 2, "llama2-70b", SMALL_KV) for i in range(count)))
 
 
 def test_second_request_sharing_a_prefix_prefills_only_its_suffix():
@@ -110,15 +102,7 @@ def test_lockstep_engine_matches_the_reference_engine_with_the_cache_on(instance
     shared = {g: min(p for p, h in zip(prompts, groups) if h == g) for g in set(groups) if g}
     requests = grouped(prompts, outputs, groups, [shared.get(g, 0) for g in groups],
                        [sum(gaps[: i + 1]) for i in range(len(gaps))])
-    plan = solve(requests, cluster, solver="lpt").plan if dispatch in ("plan", "repair") else None
-    deviations = None
-    if deviate:
-        deviations = Deviations(arrival_jitter_s=0.2, slowdowns=(Slowdown(cluster.names[0], 1.0, 2.0),),
-                                failures=(Failure(cluster.names[-1], 3.0),), seed=1)
-    runs = [simulate(requests, cluster, policy=policy, dispatch=dispatch, plan=plan, seed=2, deviations=deviations, reference=reference)
-            for reference in (False, True)]
-    pd.testing.assert_frame_equal(runs[0].requests, runs[1].requests, check_exact=True)
-    pd.testing.assert_frame_equal(runs[0].replicas, runs[1].replicas, check_exact=True)
+    assert_engines_agree(requests, cluster, policy, dispatch, deviate)
 
 
 def test_cache_affinity_keeps_a_group_together_until_the_load_is_imbalanced():
